@@ -1,0 +1,104 @@
+"""Settings, read once from the environment (``PAYGUARD_*``) and passed down explicitly."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Every knob of payguard. Field ``foo`` is read from ``PAYGUARD_FOO``."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYGUARD_", extra="ignore")
+
+    data_dir: Path = Path(".payguard")
+    database_url: str | None = None
+    redis_url: str | None = None
+    lock_backend: Literal["auto", "local", "sql", "redis"] = "auto"
+    admin_token: str | None = None
+
+    currency: str = "USD"
+    max_amount: int = Field(default=100_000_000, gt=0)
+    receipt_format: str = "SC{year}{seq:06d}"
+    order_format: str = "ORD{year}{seq:06d}"
+
+    idempotency_ttl: int = Field(default=86_400, gt=0)
+    idempotency_lock_timeout: float = Field(default=60.0, gt=0)
+
+    provider: Literal["simulated", "stripe"] = "simulated"
+    stripe_api_key: str = "sk_test_payguard_simulated"
+    stripe_webhook_secret: str = "whsec_payguard_simulated"
+    stripe_api_base: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    provider_concurrency: int = Field(default=100, gt=0)
+    provider_queue: int = Field(default=1000, ge=0)
+    provider_timeout: float = Field(default=10.0, gt=0)
+    checkout_lock_wait: float = Field(default=2.0, ge=0)
+    checkout_expires_after: int = Field(default=1800, ge=60)
+
+    smtp_url: str | None = None
+    mail_from: str = "payguard@localhost"
+
+    stuck_after: int = Field(default=3600, ge=0)
+    reconcile_interval: float = Field(default=60.0, ge=0)
+
+    sim_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_latency_ms: int = Field(default=0, ge=0)
+    sim_duplicate_deliveries: int = Field(default=1, ge=1)
+    sim_drop_webhooks: bool = False
+
+    # Seconds a request may be held inside the purchase handler; a test hook that lets the
+    # crash-safety tests SIGKILL the server while requests are in flight. Never set in production.
+    test_hold_seconds: float = Field(default=0.0, ge=0)
+    workers: int = Field(default=1, ge=1)
+    log_requests: bool = True
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, v: str) -> str:
+        if len(v) != 3 or not v.isalpha():
+            raise ValueError("currency must be a 3-letter ISO 4217 code")
+        return v.upper()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL: SQLite in the data dir unless a URL is configured."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'payguard.db').resolve()}"
+        return to_async_url(url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def ensure_admin_token(self) -> str:
+        """The admin token: configured, or generated once and kept in the data dir."""
+        if self.admin_token:
+            return self.admin_token
+        path = self.data_dir / "admin_token"
+        if path.exists():
+            self.admin_token = path.read_text().strip()
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.admin_token = "pgadm_" + secrets.token_urlsafe(24)
+            path.write_text(self.admin_token + "\n")
+            path.chmod(0o600)
+        return self.admin_token
+
+
+def to_async_url(url: str) -> str:
+    """Map plain ``postgresql://`` / ``sqlite://`` URLs onto the async drivers."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+    return url
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,178 @@
+"""The payguard exception tree. Only ``payguard.api`` maps these to HTTP.
+
+    PayguardError
+    ├── IdempotencyKeyMissing        400 IDEMPOTENCY_KEY_MISSING
+    ├── IdempotencyKeyInvalid        400 IDEMPOTENCY_KEY_INVALID
+    ├── InsufficientBalance          400 INSUFFICIENT_BALANCE
+    ├── Unauthenticated              401 UNAUTHENTICATED
+    ├── Forbidden                    403 FORBIDDEN
+    ├── NotFound                     404 NOT_FOUND
+    ├── Conflict                     409 CONFLICT
+    │   ├── RequestInProgress        409 REQUEST_IN_PROGRESS   (retryable)
+    │   ├── PaymentInProgress        409 PAYMENT_IN_PROGRESS   (retryable)
+    │   ├── OutOfStock               409 OUT_OF_STOCK
+    │   ├── ClassRepLimitReached     409 CLASS_REP_LIMIT_REACHED
+    │   ├── AlreadyPurchased         409 ALREADY_PURCHASED
+    │   └── InvalidState             409 INVALID_STATE
+    ├── IdempotencyKeyReused         422 IDEMPOTENCY_KEY_REUSED
+    ├── ValidationFailed             422 VALIDATION_ERROR
+    ├── LockTimeout                  503 LOCK_TIMEOUT          (retryable)
+    ├── ProviderUnavailable          503 PROVIDER_UNAVAILABLE  (retryable)
+    └── LockNotOwned                 500 LOCK_NOT_OWNED        (a programming error)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AlreadyPurchased",
+    "ClassRepLimitReached",
+    "Conflict",
+    "Forbidden",
+    "IdempotencyKeyInvalid",
+    "IdempotencyKeyMissing",
+    "IdempotencyKeyReused",
+    "InsufficientBalance",
+    "InvalidState",
+    "LockNotOwned",
+    "LockTimeout",
+    "NotFound",
+    "OutOfStock",
+    "PaymentInProgress",
+    "PayguardError",
+    "ProviderUnavailable",
+    "RequestInProgress",
+    "Unauthenticated",
+    "ValidationFailed",
+]
+
+
+class PayguardError(Exception):
+    """Base of every error payguard raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    title: ClassVar[str] = "Internal error"
+    #: Seconds after which a retry may succeed; sent as ``Retry-After`` when set.
+    retry_after: int | None = None
+
+    def __init__(self, detail: str | None = None, *, retry_after: int | None = None,
+                 **extra: Any) -> None:
+        self.detail = detail or self.title
+        if retry_after is not None:
+            self.retry_after = retry_after
+        self.extra = extra
+        super().__init__(self.detail)
+
+
+class IdempotencyKeyMissing(PayguardError):
+    """A POST that requires ``Idempotency-Key`` came without one."""
+
+    status, code, title = 400, "IDEMPOTENCY_KEY_MISSING", "Idempotency-Key header required"
+
+
+class IdempotencyKeyInvalid(PayguardError):
+    """The key is empty, longer than 255 characters, or not printable ASCII."""
+
+    status, code, title = 400, "IDEMPOTENCY_KEY_INVALID", "Idempotency-Key is invalid"
+
+
+class InsufficientBalance(PayguardError):
+    """A debit would take a wallet below zero."""
+
+    status, code, title = 400, "INSUFFICIENT_BALANCE", "Insufficient balance"
+
+
+class Unauthenticated(PayguardError):
+    """No token, or a token nobody holds."""
+
+    status, code, title = 401, "UNAUTHENTICATED", "Authentication required"
+
+
+class Forbidden(PayguardError):
+    """A user token on an admin endpoint."""
+
+    status, code, title = 403, "FORBIDDEN", "Admin token required"
+
+
+class NotFound(PayguardError):
+    """Unknown id, or a resource that belongs to another user."""
+
+    status, code, title = 404, "NOT_FOUND", "Not found"
+
+
+class Conflict(PayguardError):
+    """A unique value (email, sku) is already taken."""
+
+    status, code, title = 409, "CONFLICT", "Conflict"
+
+
+class RequestInProgress(Conflict):
+    """The same idempotency key is still being processed."""
+
+    code, title = "REQUEST_IN_PROGRESS", "A request with this idempotency key is in progress"
+    retry_after = 1
+
+
+class PaymentInProgress(Conflict):
+    """Another request is creating a checkout for the same user and item."""
+
+    code, title = "PAYMENT_IN_PROGRESS", "A checkout for this item is being created"
+    retry_after = 1
+
+
+class OutOfStock(Conflict):
+    """Not enough unassigned stock items."""
+
+    code, title = "OUT_OF_STOCK", "Out of stock"
+
+
+class ClassRepLimitReached(Conflict):
+    """Every class-rep seat of the program is taken or reserved."""
+
+    code, title = "CLASS_REP_LIMIT_REACHED", "Class-rep limit reached"
+
+
+class AlreadyPurchased(Conflict):
+    """The user already has a completed purchase of this program."""
+
+    code, title = "ALREADY_PURCHASED", "Already purchased"
+
+
+class InvalidState(Conflict):
+    """The purchase is not in a state that allows the action."""
+
+    code, title = "INVALID_STATE", "Invalid state for this action"
+
+
+class IdempotencyKeyReused(PayguardError):
+    """The key was used before with a different method, path or body."""
+
+    status, code, title = 422, "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key reused"
+
+
+class ValidationFailed(PayguardError):
+    """Malformed body or query; ``errors`` lists ``{loc, msg}``."""
+
+    status, code, title = 422, "VALIDATION_ERROR", "Validation error"
+
+
+class LockTimeout(PayguardError):
+    """A lock could not be taken within its wait."""
+
+    status, code, title = 503, "LOCK_TIMEOUT", "Lock timeout"
+    retry_after = 1
+
+
+class ProviderUnavailable(PayguardError):
+    """The payment provider failed, timed out, or its concurrency queue is full."""
+
+    status, code, title = 503, "PROVIDER_UNAVAILABLE", "Payment provider unavailable"
+    retry_after = 2
+
+
+class LockNotOwned(PayguardError):
+    """Release or extend of a lease by someone who does not hold it."""
+
+    status, code, title = 500, "LOCK_NOT_OWNED", "Lock not owned"

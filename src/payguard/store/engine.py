@@ -1,0 +1,71 @@
+"""Async engines for SQLite and PostgreSQL, with the durability and locking settings we rely on.
+
+SQLite: WAL (readers never block the writer), ``synchronous=FULL`` (a committed payment
+survives a power cut), a busy timeout, and write transactions that start with
+``BEGIN IMMEDIATE`` so two writers never both read and then deadlock on upgrade.
+PostgreSQL: asyncpg, READ COMMITTED, ``synchronous_commit=on``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "dialect_name"]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def dialect_name(engine: AsyncEngine) -> str:
+    return engine.dialect.name
+
+
+def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
+    """An engine for ``url`` (already in async-driver form, see ``config.to_async_url``)."""
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, echo=echo)
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=60,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"synchronous_commit": "on"}},
+    )
+
+
+def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
+    kwargs: dict[str, Any] = {"echo": echo}
+    if ":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:"):
+        raise ValueError("payguard needs a file-backed SQLite database (WAL, many connections)")
+    # A modest pool: SQLite has one writer at a time; more connections only add contention.
+    kwargs.update(pool_size=8, max_overflow=8, pool_timeout=120)
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                                 **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def null_pool_engine(url: str) -> AsyncEngine:
+    """A pool-less engine for one-shot tools (migrations, CLI commands)."""
+    return create_async_engine(url, poolclass=NullPool)
