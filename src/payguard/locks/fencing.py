@@ -1,0 +1,45 @@
+"""Fencing: a write made under a lock carries the lease's token, and the database refuses a
+token older than the newest one the resource has accepted.
+
+A lease alone cannot stop a holder that was paused past its expiry from writing after the
+next holder did; the fence can, because it is checked in the writer's own transaction:
+
+    async with db.unit_of_work() as uow:
+        await advance_fence(uow.conn, f"purchase:{pid}", lease.fencing_token)
+        ...  # the protected write
+        await uow.commit()
+
+The upsert takes the fence row's lock until commit, so two writers on one resource are
+serialised and the older token loses whichever order they arrive in.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payguard.clock import utcnow
+from payguard.locks.errors import StaleFencingToken
+from payguard.store.schema import fences
+
+__all__ = ["StaleFencingToken", "advance_fence"]
+
+
+async def advance_fence(conn: AsyncConnection, resource: str, token: int) -> None:
+    """Record ``token`` for ``resource`` in the open transaction, or raise
+    ``StaleFencingToken`` if a newer token was already accepted.
+
+    An equal token passes: one holder may write the same resource several times.
+    """
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    ins = insert(fences).values(resource=resource, last_token=token, updated_at=utcnow())
+    stmt = ins.on_conflict_do_update(
+        index_elements=[fences.c.resource],
+        set_={"last_token": ins.excluded.last_token, "updated_at": ins.excluded.updated_at},
+        where=fences.c.last_token <= ins.excluded.last_token,
+    ).returning(fences.c.last_token)
+    if (await conn.execute(stmt)).first() is None:
+        raise StaleFencingToken(
+            f"fencing token {token} for {resource!r} is older than one already accepted",
+            resource=resource, token=token,
+        )
