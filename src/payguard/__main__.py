@@ -1,0 +1,3 @@
+from payguard.cli.main import app
+
+app(prog_name="payguard")

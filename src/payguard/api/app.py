@@ -1,0 +1,97 @@
+"""The FastAPI app factory. Everything stateful is created in the lifespan, per process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from payguard.api import problems
+from payguard.api.logging import RequestLogMiddleware, configure_logging
+from payguard.api.routes import admin, ops, user
+from payguard.clock import utcnow
+from payguard.config import Settings
+from payguard.errors import PayguardError
+from payguard.idempotency import IdempotencyGuard
+from payguard.idempotency.store import reap_expired
+from payguard.service.context import AppContext
+from payguard.store.engine import create_engine
+from payguard.store.migrate import migrate
+from payguard.store.uow import Database, UnitOfWork
+
+__all__ = ["create_app", "create_app_from_env"]
+
+log = logging.getLogger("payguard.app")
+
+
+async def build_context(settings: Settings) -> AppContext:
+    url = settings.resolved_database_url
+    await migrate(url)
+    db = Database(create_engine(url))
+    guard = IdempotencyGuard(
+        db, ttl=settings.idempotency_ttl, lock_timeout=settings.idempotency_lock_timeout,
+        render_error=problems.render_error, hold_seconds=settings.test_hold_seconds,
+    )
+    return AppContext(settings=settings, db=db, guard=guard,
+                      admin_token=settings.ensure_admin_token())
+
+
+async def reap_idempotency_keys(db: Database) -> int:
+    async def reap(uow: UnitOfWork) -> int:
+        n = await reap_expired(uow.conn, utcnow())
+        await uow.commit()
+        return n
+
+    return await db.run(reap)
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except Exception:  # noqa: BLE001 - a periodic job must survive a bad round
+            log.exception("periodic job %s failed", name)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await build_context(settings)
+        app.state.ctx = ctx
+        tasks = [asyncio.create_task(_every(
+            min(3600.0, max(1.0, settings.idempotency_ttl / 10)),
+            lambda: reap_idempotency_keys(ctx.db), "idempotency-reaper"))]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await ctx.db.dispose()
+
+    app = FastAPI(title="payguard", version="0.1.0", lifespan=lifespan,
+                  docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+    app.add_exception_handler(PayguardError, problems.payguard_error_handler)
+    app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
+    app.add_exception_handler(Exception, problems.unhandled_error_handler)
+    app.include_router(ops.router)
+    app.include_router(admin.router)
+    app.include_router(user.router)
+    app.add_middleware(RequestLogMiddleware, enabled=settings.log_requests)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry point for uvicorn workers: settings come from the environment."""
+    configure_logging()
+    return create_app(Settings())

@@ -1,0 +1,100 @@
+"""Request-scoped dependencies: the app context, the caller, idempotent execution."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.responses import Response
+
+from payguard.api.problems import dumps, to_response
+from payguard.errors import Forbidden, ValidationFailed
+from payguard.idempotency import Claim, StoredResponse, parse_key
+from payguard.service import users
+from payguard.service.context import AppContext
+from payguard.service.principal import Principal
+from payguard.store.uow import UnitOfWork
+
+__all__ = [
+    "Admin",
+    "Ctx",
+    "User",
+    "check_amount",
+    "json_response",
+    "run_idempotent",
+]
+
+
+def get_ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+async def get_principal(request: Request, ctx: Annotated[AppContext, Depends(get_ctx)]
+                        ) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    principal = await users.authenticate(
+        ctx.db, token.strip() if scheme.lower() == "bearer" else None, ctx.admin_token
+    )
+    request.state.principal = principal.scope
+    return principal
+
+
+async def require_admin(p: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not p.is_admin:
+        raise Forbidden("this endpoint needs the admin token")
+    return p
+
+
+async def require_user(p: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if p.is_admin:
+        raise Forbidden("this endpoint is for user tokens")
+    return p
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+Admin = Annotated[Principal, Depends(require_admin)]
+User = Annotated[Principal, Depends(require_user)]
+
+
+def json_response(payload: Any, status: int = 200) -> StoredResponse:
+    return StoredResponse(status=status, body=dumps(payload),
+                          headers={"content-type": "application/json"})
+
+
+def check_amount(ctx: AppContext, value: int | None, field: str) -> None:
+    if value is not None and abs(value) > ctx.settings.max_amount:
+        raise ValidationFailed(
+            f"{field} exceeds PAYGUARD_MAX_AMOUNT ({ctx.settings.max_amount})",
+            errors=[{"loc": ["body", field], "msg": "above PAYGUARD_MAX_AMOUNT"}],
+        )
+
+
+async def run_idempotent(
+    request: Request,
+    ctx: AppContext,
+    principal: Principal,
+    effects: Callable[[UnitOfWork, Claim | None], Awaitable[StoredResponse]],
+    *,
+    required: bool,
+) -> Response:
+    """Run ``effects`` in one transaction, at most once per (principal, Idempotency-Key).
+
+    Without a key (where one is optional) the effects simply run in one transaction.
+    """
+    key = parse_key(request.headers.get("idempotency-key"), required=required)
+    if key is None:
+        async def once(uow: UnitOfWork) -> StoredResponse:
+            response = await effects(uow, None)
+            await uow.commit()
+            return response
+
+        return to_response(await ctx.db.run(once))
+    request.state.idempotency_key = key
+    outcome = await ctx.guard.execute(
+        principal=principal.scope, key=key, method=request.method, path=request.url.path,
+        body=await request.body(), effects=effects,
+    )
+    return to_response(outcome.response, replayed=outcome.replayed)

@@ -1,0 +1,97 @@
+"""RFC 9457 problem details for every error, rendered once to bytes.
+
+Rendering to bytes (not a ``JSONResponse`` built later) matters: an idempotent request's
+4xx is stored and replayed byte for byte, so the first answer and every replay must come
+from the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from payguard.errors import PayguardError, ValidationFailed
+from payguard.idempotency import StoredResponse
+
+__all__ = [
+    "PROBLEM_JSON",
+    "dumps",
+    "problem_response",
+    "render_error",
+    "render_problem",
+    "to_response",
+]
+
+PROBLEM_JSON = "application/problem+json"
+
+_HTTP_CODES = {404: ("NOT_FOUND", "Not found"), 405: ("METHOD_NOT_ALLOWED", "Method not allowed"),
+               400: ("BAD_REQUEST", "Bad request"), 401: ("UNAUTHENTICATED", "Authentication required"),
+               403: ("FORBIDDEN", "Forbidden"), 413: ("PAYLOAD_TOO_LARGE", "Payload too large")}
+
+
+def dumps(payload: Any) -> bytes:
+    """The one JSON encoding of the API: compact, UTF-8, stable."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def render_problem(status: int, code: str, title: str, detail: str, *,
+                   retry_after: int | None = None,
+                   extra: dict[str, Any] | None = None) -> StoredResponse:
+    body: dict[str, Any] = {
+        "type": f"https://payguard.dev/problems/{code.lower().replace('_', '-')}",
+        "title": title, "status": status, "code": code, "detail": detail,
+    }
+    body.update({k: v for k, v in (extra or {}).items() if k not in body})
+    headers = {"content-type": PROBLEM_JSON}
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
+    return StoredResponse(status=status, body=dumps(body), headers=headers)
+
+
+def render_error(exc: PayguardError) -> StoredResponse:
+    return render_problem(exc.status, exc.code, exc.title, exc.detail,
+                          retry_after=exc.retry_after, extra=exc.extra)
+
+
+def to_response(stored: StoredResponse, *, replayed: bool = False) -> Response:
+    headers = {k: v for k, v in stored.headers.items() if k != "content-type"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(content=stored.body, status_code=stored.status, headers=headers,
+                    media_type=stored.headers.get("content-type", "application/json"))
+
+
+def problem_response(exc: PayguardError) -> Response:
+    return to_response(render_error(exc))
+
+
+async def payguard_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PayguardError)
+    return problem_response(exc)
+
+
+async def validation_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "invalid"))}
+        for e in exc.errors()
+    ]
+    return problem_response(ValidationFailed("the request is malformed", errors=errors))
+
+
+async def http_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code, title = _HTTP_CODES.get(exc.status_code, ("HTTP_ERROR", "HTTP error"))
+    detail = str(exc.detail) if exc.detail else title
+    if exc.status_code == 404:
+        detail = "no such endpoint"
+    return to_response(render_problem(exc.status_code, code, title, detail))
+
+
+async def unhandled_error_handler(_request: Request, _exc: Exception) -> Response:
+    return problem_response(PayguardError("an unexpected error occurred; it has been logged"))

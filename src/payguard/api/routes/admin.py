@@ -1,0 +1,112 @@
+"""Admin endpoints (admin token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from payguard.api.deps import Admin, Ctx, check_amount, json_response, run_idempotent
+from payguard.api.schemas import AdjustmentIn, ItemsIn, ProductIn, ProgramIn, RefundIn, UserIn
+from payguard.idempotency import Claim, StoredResponse
+from payguard.sequences import list_sequences
+from payguard.service import catalog, purchases, users, wallets
+from payguard.service.audit import run_audit
+from payguard.service.numbers import format_next
+from payguard.store.uow import UnitOfWork
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+
+@router.post("/users", status_code=201)
+async def create_user(body: UserIn, request: Request, ctx: Ctx, admin: Admin) -> Response:
+    async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
+        user = await users.create_user(uow, email=body.email, name=body.name,
+                                       currency=ctx.settings.currency)
+        return json_response(user, 201)
+
+    return await run_idempotent(request, ctx, admin, effects, required=False)
+
+
+@router.post("/products", status_code=201)
+async def create_product(body: ProductIn, request: Request, ctx: Ctx, admin: Admin) -> Response:
+    check_amount(ctx, body.price, "price")
+
+    async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
+        product = await catalog.create_product(
+            uow, sku=body.sku, name=body.name, price=body.price,
+            currency=(body.currency or ctx.settings.currency).upper(), items=body.items,
+        )
+        return json_response(product, 201)
+
+    return await run_idempotent(request, ctx, admin, effects, required=False)
+
+
+@router.post("/products/{product_id}/items")
+async def add_items(product_id: str, body: ItemsIn, request: Request, ctx: Ctx,
+                    admin: Admin) -> Response:
+    async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
+        return json_response(await catalog.add_items(uow, product_id, body.items))
+
+    return await run_idempotent(request, ctx, admin, effects, required=False)
+
+
+@router.post("/programs", status_code=201)
+async def create_program(body: ProgramIn, request: Request, ctx: Ctx, admin: Admin) -> Response:
+    for name in ("full_price", "class_rep_discount", "early_bird_discount"):
+        check_amount(ctx, getattr(body, name), name)
+
+    async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
+        program = await catalog.create_program(
+            uow, title=body.title, full_price=body.full_price,
+            currency=(body.currency or ctx.settings.currency).upper(),
+            class_rep_limit=body.class_rep_limit, class_rep_discount=body.class_rep_discount,
+            early_bird_discount=body.early_bird_discount,
+            early_bird_deadline=body.early_bird_deadline,
+        )
+        return json_response(program, 201)
+
+    return await run_idempotent(request, ctx, admin, effects, required=False)
+
+
+@router.post("/wallets/{user_id}/adjustments", status_code=201)
+async def adjust_wallet(user_id: str, body: AdjustmentIn, request: Request, ctx: Ctx,
+                        admin: Admin) -> Response:
+    check_amount(ctx, body.amount, "amount")
+    check_amount(ctx, body.set_balance, "set_balance")
+
+    async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
+        result = await wallets.adjust(
+            uow, user_id=user_id, currency=(body.currency or ctx.settings.currency).upper(),
+            amount=body.amount, set_balance=body.set_balance, reason=body.reason,
+        )
+        return json_response(result, 201)
+
+    return await run_idempotent(request, ctx, admin, effects, required=True)
+
+
+@router.post("/purchases/{purchase_id}/refund")
+async def refund_purchase(purchase_id: str, body: RefundIn, request: Request, ctx: Ctx,
+                          admin: Admin) -> Response:
+    async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
+        refunded = await purchases.refund_wallet_purchase(uow, purchase_id, body.reason)
+        return json_response(refunded)
+
+    return await run_idempotent(request, ctx, admin, effects, required=True)
+
+
+@router.get("/sequences")
+async def sequences(ctx: Ctx, _admin: Admin) -> list[dict[str, Any]]:
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        rows = await list_sequences(uow.conn)
+    for row in rows:
+        row["next_number"] = format_next(ctx.settings, str(row["series"]), str(row["period"]),
+                                         int(row["last_value"]))  # type: ignore[call-overload]
+    return rows
+
+
+@router.get("/audit")
+async def audit(ctx: Ctx, _admin: Admin) -> dict[str, Any]:
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await run_audit(uow.conn)

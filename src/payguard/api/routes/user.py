@@ -1,0 +1,104 @@
+"""User endpoints (user token). Another user's resource is 404, never 403."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from payguard.api.deps import Ctx, User, json_response, run_idempotent
+from payguard.api.schemas import PurchaseIn
+from payguard.errors import ValidationFailed
+from payguard.idempotency import Claim, StoredResponse
+from payguard.service import catalog, purchases, wallets
+from payguard.store.uow import UnitOfWork
+
+router = APIRouter(prefix="/api", tags=["user"])
+
+Status = Literal["pending", "completed", "failed", "canceled", "expired", "refunded"]
+
+
+@router.get("/me")
+async def me(user: User) -> dict[str, Any]:
+    return {"id": user.user_id, "email": user.email, "name": user.name}
+
+
+@router.get("/wallet")
+async def wallet(ctx: Ctx, user: User) -> dict[str, Any]:
+    assert user.user_id is not None
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await wallets.get_wallet(uow.conn, user.user_id, ctx.settings.currency)
+
+
+@router.get("/wallet/entries")
+async def wallet_entries(
+    ctx: Ctx, user: User,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=20)] = None,
+) -> dict[str, Any]:
+    assert user.user_id is not None
+    if cursor is not None and not cursor.isdigit():
+        raise ValidationFailed("cursor is not valid",
+                               errors=[{"loc": ["query", "cursor"], "msg": "not a cursor"}])
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await wallets.list_entries(uow.conn, user.user_id, ctx.settings.currency,
+                                          limit=limit, cursor=int(cursor) if cursor else None)
+
+
+@router.get("/products")
+async def products(ctx: Ctx, _user: User) -> list[dict[str, Any]]:
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await catalog.list_products(uow.conn)
+
+
+@router.get("/products/{product_id}")
+async def product(product_id: str, ctx: Ctx, _user: User) -> dict[str, Any]:
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await catalog.get_product(uow.conn, product_id)
+
+
+@router.get("/programs")
+async def programs(ctx: Ctx, _user: User) -> list[dict[str, Any]]:
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await catalog.list_programs(uow.conn)
+
+
+@router.get("/programs/{program_id}")
+async def program(program_id: str, ctx: Ctx, _user: User) -> dict[str, Any]:
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await catalog.get_program(uow.conn, program_id)
+
+
+@router.post("/purchases", status_code=201)
+async def create_purchase(body: PurchaseIn, request: Request, ctx: Ctx, user: User) -> Response:
+    request.state.product_id = body.product_id
+
+    async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
+        purchase = await purchases.purchase_with_wallet(
+            uow, ctx.settings, user, product_id=body.product_id, quantity=body.quantity
+        )
+        request.state.purchase_id = purchase["id"]
+        return json_response(purchase, 201)
+
+    return await run_idempotent(request, ctx, user, effects, required=True)
+
+
+@router.get("/purchases")
+async def list_purchases(ctx: Ctx, user: User, status: Status | None = None,
+                         limit: Annotated[int, Query(ge=1, le=500)] = 100
+                         ) -> list[dict[str, Any]]:
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await purchases.list_purchases(uow.conn, user, status=status, limit=limit)
+
+
+@router.get("/purchases/{purchase_id}")
+async def get_purchase(purchase_id: str, ctx: Ctx, user: User) -> dict[str, Any]:
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await purchases.get_purchase(uow.conn, user, purchase_id)
+
+
+@router.get("/receipts/{number}")
+async def receipt(number: str, ctx: Ctx, user: User) -> dict[str, Any]:
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await purchases.get_receipt(uow.conn, user, number)

@@ -1,0 +1,129 @@
+"""Capacity counters for seats and stock, with per-purchase reservations.
+
+Strategy: a conditional single-statement increment,
+``UPDATE capacities SET taken = taken + :q WHERE key = :k AND taken + :q <= limit``,
+decides who gets the last seat; the ``CHECK (taken <= limit)`` backs it up. Each hold is a
+``reservations`` row whose state moves ``held -> kept | released`` through conditional
+updates, so a seat is released exactly once however many cancels, expiries, webhooks and
+reconcilers race to release it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payguard.clock import utcnow
+from payguard.store.schema import capacities, reservations
+
+__all__ = [
+    "Capacity",
+    "create",
+    "expired_holds",
+    "get",
+    "grow",
+    "keep",
+    "release",
+    "reserve",
+]
+
+
+class Capacity:
+    __slots__ = ("key", "limit", "taken")
+
+    def __init__(self, key: str, limit: int, taken: int) -> None:
+        self.key, self.limit, self.taken = key, limit, taken
+
+    @property
+    def available(self) -> int:
+        return self.limit - self.taken
+
+
+async def create(conn: AsyncConnection, key: str, limit: int) -> None:
+    await conn.execute(insert(capacities).values(key=key, limit=limit, taken=0))
+
+
+async def get(conn: AsyncConnection, key: str) -> Capacity | None:
+    row = (await conn.execute(select(capacities).where(capacities.c.key == key))).first()
+    return None if row is None else Capacity(row.key, int(row.limit), int(row.taken))
+
+
+async def grow(conn: AsyncConnection, key: str, by: int) -> None:
+    """Raise the limit (new stock arrived)."""
+    await conn.execute(
+        update(capacities).where(capacities.c.key == key)
+        .values(limit=capacities.c.limit + by)
+    )
+
+
+async def reserve(
+    conn: AsyncConnection,
+    key: str,
+    purchase_id: str,
+    quantity: int = 1,
+    *,
+    expires_at: datetime | None = None,
+    keep_now: bool = False,
+    now: datetime | None = None,
+) -> bool:
+    """Take ``quantity`` units for ``purchase_id``; False when not enough are left."""
+    taken = (await conn.execute(
+        update(capacities)
+        .where(capacities.c.key == key, capacities.c.taken + quantity <= capacities.c.limit)
+        .values(taken=capacities.c.taken + quantity)
+        .returning(capacities.c.taken)
+    )).scalar_one_or_none()
+    if taken is None:
+        return False
+    now = now or utcnow()
+    await conn.execute(insert(reservations).values(
+        capacity_key=key, purchase_id=purchase_id, quantity=quantity,
+        state="kept" if keep_now else "held", expires_at=expires_at,
+        created_at=now, updated_at=now,
+    ))
+    return True
+
+
+async def keep(conn: AsyncConnection, key: str, purchase_id: str,
+               now: datetime | None = None) -> bool:
+    """Turn a hold into a permanent take (payment completed). True if it was held."""
+    result = await conn.execute(
+        update(reservations)
+        .where(reservations.c.capacity_key == key, reservations.c.purchase_id == purchase_id,
+               reservations.c.state == "held")
+        .values(state="kept", expires_at=None, updated_at=now or utcnow())
+    )
+    return result.rowcount == 1
+
+
+async def release(conn: AsyncConnection, key: str, purchase_id: str,
+                  now: datetime | None = None) -> int:
+    """Give the units of ``purchase_id`` back, exactly once. Returns how many were freed."""
+    quantity = (await conn.execute(
+        update(reservations)
+        .where(reservations.c.capacity_key == key, reservations.c.purchase_id == purchase_id,
+               reservations.c.state.in_(("held", "kept")))
+        .values(state="released", updated_at=now or utcnow())
+        .returning(reservations.c.quantity)
+    )).scalar_one_or_none()
+    if quantity is None:
+        return 0
+    await conn.execute(
+        update(capacities).where(capacities.c.key == key)
+        .values(taken=capacities.c.taken - quantity)
+    )
+    return int(quantity)
+
+
+async def expired_holds(conn: AsyncConnection, now: datetime,
+                        limit: int = 100) -> list[tuple[str, str]]:
+    """(capacity_key, purchase_id) of holds past their expiry, oldest first."""
+    rows = await conn.execute(
+        select(reservations.c.capacity_key, reservations.c.purchase_id)
+        .where(and_(reservations.c.state == "held", reservations.c.expires_at < now))
+        .order_by(reservations.c.expires_at)
+        .limit(limit)
+    )
+    return [(r.capacity_key, r.purchase_id) for r in rows]

@@ -1,0 +1,1 @@
+"""The ``payguard`` command line."""

@@ -1,0 +1,97 @@
+"""``payguard``: serve, migrate, sim, reconcile, race."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from payguard.config import Settings
+
+__all__ = ["app"]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Race-free payments: the payguard service and its tools.")
+console = Console(soft_wrap=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    demo: Annotated[bool, typer.Option(help="Create demo data and print its tokens.")] = False,
+) -> None:
+    """Run the payment service (migrates the database first)."""
+    import uvicorn
+
+    from payguard.api.logging import configure_logging
+    from payguard.store.migrate import migrate
+
+    os.environ.setdefault("PAYGUARD_PUBLIC_URL", f"http://{host}:{port}")
+    os.environ["PAYGUARD_WORKERS"] = str(workers)
+    settings = Settings()
+    check_lock_backend(settings, workers)
+    token_was_configured = bool(settings.admin_token)
+    token = settings.ensure_admin_token()
+    os.environ["PAYGUARD_ADMIN_TOKEN"] = token
+    asyncio.run(migrate(settings.resolved_database_url))
+    configure_logging()
+    console.print(f"[bold]payguard[/] on http://{host}:{port}  database: "
+                  f"{settings.resolved_database_url.split('@')[-1]}")
+    if not token_was_configured:
+        console.print(f"admin token: [cyan]{token}[/] (kept in {settings.data_dir}/admin_token)")
+    if demo:
+        from payguard.cli.demo import ensure_demo_data
+
+        data = asyncio.run(ensure_demo_data(settings))
+        base = f"http://{host}:{port}"
+        console.print(f"demo user: {data['user']['email']}  token: [cyan]{data['user']['token']}[/]")
+        console.print(f"  try: curl -H 'Authorization: Bearer {data['user']['token']}' {base}/api/wallet")
+        console.print(f"  products: {base}/api/products   dashboard: {base}/")
+    uvicorn.run("payguard.api.app:create_app_from_env", factory=True, host=host, port=port,
+                workers=workers, loop="uvloop", http="httptools", log_level="warning",
+                access_log=False)
+
+
+def check_lock_backend(settings: Settings, workers: int) -> None:
+    """Refuse an in-process lock backend when several processes would share the data."""
+    try:
+        from payguard.locks import choose_backend
+    except ImportError:  # pragma: no cover - the lock service is part of the package
+        return
+    try:
+        choose_backend(settings, workers)
+    except Exception as exc:  # noqa: BLE001 - shown to the operator as is
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    from payguard.store.migrate import migrate as run_migrate
+
+    settings = Settings()
+    asyncio.run(run_migrate(settings.resolved_database_url))
+    console.print("database is at the newest schema")
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules."""
+    try:
+        from payguard.cli.sim_cmd import sim
+        app.command(help="Run the Stripe-compatible simulator standalone.")(sim)
+    except ImportError:
+        pass
+    try:
+        from payguard.cli.race_cmd import race
+        app.command(help="Race concurrent requests against a service and prove invariants.")(race)
+    except ImportError:
+        pass
+
+
+_register_optional()

@@ -1,0 +1,172 @@
+"""Running a request under an idempotency key: claim, effects, stored response, replay.
+
+    guard = IdempotencyGuard(db, ttl=86400, lock_timeout=60, render_error=render)
+    outcome = await guard.execute(principal="usr_1", key=key, method="POST",
+                                  path="/api/purchases", body=raw_body, effects=do_purchase)
+
+Local operations (``execute``): the claim commits on its own (so a duplicate sees
+"in progress" at once), then the effects and the stored response commit together in one
+transaction. "Effects committed" and "response stored" can therefore never disagree: a
+crash before that commit leaves only the claim, which a retry takes over after the lock
+timeout and runs from scratch.
+
+Operations with outside calls (``execute_phased``): the handler runs its own atomic phases
+and records each with ``store.advance`` (a recovery point); a retry after a crash gets the
+claim back with its recovery point and resumes from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from payguard.clock import utcnow
+from payguard.errors import IdempotencyKeyReused, PayguardError, RequestInProgress
+from payguard.idempotency import store
+from payguard.idempotency.keys import fingerprint
+from payguard.idempotency.store import Claim, StoredResponse
+from payguard.store.uow import Database, UnitOfWork
+
+__all__ = ["GuardCounters", "IdempotencyGuard", "Outcome"]
+
+Effects = Callable[[UnitOfWork, Claim], Awaitable[StoredResponse]]
+PhasedHandler = Callable[[Claim], Awaitable[StoredResponse]]
+RenderError = Callable[[PayguardError], StoredResponse]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    response: StoredResponse
+    replayed: bool
+
+
+@dataclass(slots=True)
+class GuardCounters:
+    claimed: int = 0
+    replayed: int = 0
+    in_progress: int = 0
+    mismatched: int = 0
+    released: int = 0
+    recovered: int = 0
+
+
+class IdempotencyGuard:
+    def __init__(self, db: Database, *, ttl: float, lock_timeout: float,
+                 render_error: RenderError, clock: Callable[[], datetime] = utcnow,
+                 hold_seconds: float = 0.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self.lock_timeout = lock_timeout
+        self.render_error = render_error
+        self.clock = clock
+        self.counters = GuardCounters()
+        # Test hook: keep claimed requests waiting before their effects, so a crash test
+        # can kill the process while requests are demonstrably in flight.
+        self.hold_seconds = hold_seconds
+
+    async def _claim(self, principal: str, key: str, method: str, path: str,
+                     body: bytes) -> Claim | Outcome:
+        fp = fingerprint(method, path, body)
+
+        async def attempt(uow: UnitOfWork) -> store.ClaimResult:
+            result = await store.claim(
+                uow.conn, principal=principal, key=key, fingerprint=fp, method=method,
+                path=path, now=self.clock(), ttl=self.ttl, lock_timeout=self.lock_timeout,
+            )
+            await uow.commit()
+            return result
+
+        result = await self.db.run(attempt)
+        if result.kind == "mismatch":
+            self.counters.mismatched += 1
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used with a different method, path or body"
+            )
+        if result.kind == "in_progress":
+            self.counters.in_progress += 1
+            raise RequestInProgress("a request with this Idempotency-Key is still running")
+        if result.kind == "replay":
+            assert result.response is not None
+            self.counters.replayed += 1
+            return Outcome(result.response, replayed=True)
+        assert result.claim is not None
+        self.counters.claimed += 1
+        if result.claim.recovered:
+            self.counters.recovered += 1
+        return result.claim
+
+    async def execute(self, *, principal: str, key: str, method: str, path: str,
+                      body: bytes, effects: Effects) -> Outcome:
+        """Run a purely local operation at most once for ``(principal, key)``."""
+        claimed = await self._claim(principal, key, method, path, body)
+        if isinstance(claimed, Outcome):
+            return claimed
+        claim_ = claimed
+        try:
+            if self.hold_seconds:
+                await asyncio.sleep(self.hold_seconds)
+
+            async def apply(uow: UnitOfWork) -> StoredResponse:
+                response = await effects(uow, claim_)
+                if not await store.finish(uow.conn, claim_, response, self.clock()):
+                    raise RequestInProgress("this request's claim was taken over by a retry")
+                await uow.commit()
+                return response
+
+            response = await self.db.run(apply)
+        except PayguardError as exc:
+            if exc.status >= 500 or isinstance(exc, RequestInProgress):
+                await self._release(claim_)
+                raise
+            return Outcome(await self._store_error(claim_, exc), replayed=False)
+        except BaseException:
+            await self._release(claim_)
+            raise
+        return Outcome(response, replayed=False)
+
+    async def execute_phased(self, *, principal: str, key: str, method: str, path: str,
+                             body: bytes, handler: PhasedHandler) -> Outcome:
+        """Run an operation made of atomic phases; ``handler`` resumes from the claim's
+        recovery point and returns the final response, which is then stored."""
+        claimed = await self._claim(principal, key, method, path, body)
+        if isinstance(claimed, Outcome):
+            return claimed
+        claim_ = claimed
+        try:
+            response = await handler(claim_)
+        except PayguardError as exc:
+            if exc.status >= 500 or isinstance(exc, RequestInProgress):
+                await self._release(claim_)
+                raise
+            return Outcome(await self._store_error(claim_, exc), replayed=False)
+        except BaseException:
+            await self._release(claim_)
+            raise
+
+        async def finish(uow: UnitOfWork) -> None:
+            await store.finish(uow.conn, claim_, response, self.clock())
+            await uow.commit()
+
+        await self.db.run(finish)
+        return Outcome(response, replayed=False)
+
+    async def _store_error(self, claim_: Claim, exc: PayguardError) -> StoredResponse:
+        response = self.render_error(exc)
+
+        async def save(uow: UnitOfWork) -> None:
+            await store.finish(uow.conn, claim_, response, self.clock())
+            await uow.commit()
+
+        await self.db.run(save)
+        return response
+
+    async def _release(self, claim_: Claim) -> None:
+        async def drop(uow: UnitOfWork) -> None:
+            await store.release(uow.conn, claim_)
+            await uow.commit()
+
+        # Shielded: a cancelled request must still give its key back.
+        await asyncio.shield(self.db.run(drop))
+        self.counters.released += 1

@@ -1,0 +1,184 @@
+"""The idempotency-key table: atomic claim, completion, release, recovery points, reaping.
+
+A claim is ``INSERT ... ON CONFLICT DO NOTHING`` followed by a read of the row (never
+check-then-insert). A claim is held by a random ``lock_owner`` token; completion, release
+and recovery-point updates are conditioned on still holding it, so a request that a stale
+lock handed to a retry can no longer complete or release anything.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payguard.store import dialect
+from payguard.store.schema import idempotency_keys
+
+__all__ = [
+    "Claim",
+    "ClaimResult",
+    "StoredResponse",
+    "advance",
+    "claim",
+    "finish",
+    "reap_expired",
+    "release",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A key this request now holds."""
+
+    id: int
+    owner: str
+    recovery_point: str
+    purchase_id: str | None
+    recovered: bool  # True when taken over from a request that died
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    kind: Literal["claimed", "replay", "in_progress", "mismatch"]
+    claim: Claim | None = None
+    response: StoredResponse | None = None
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    principal: str,
+    key: str,
+    fingerprint: str,
+    method: str,
+    path: str,
+    now: datetime,
+    ttl: float,
+    lock_timeout: float,
+) -> ClaimResult:
+    """Try to take ``(principal, key)``. The caller commits right after."""
+    owner = secrets.token_hex(16)
+    expires_at = now + timedelta(seconds=ttl)
+    inserted = (await conn.execute(
+        dialect.insert(conn, idempotency_keys).values(
+            principal=principal, key=key, fingerprint=fingerprint, method=method, path=path,
+            state="in_progress", lock_owner=owner, locked_at=now,
+            recovery_point="started", created_at=now, updated_at=now, expires_at=expires_at,
+        ).on_conflict_do_nothing(
+            index_elements=[idempotency_keys.c.principal, idempotency_keys.c.key]
+        ).returning(idempotency_keys.c.id)
+    )).scalar_one_or_none()
+    if inserted is not None:
+        return ClaimResult("claimed", Claim(int(inserted), owner, "started", None, False))
+
+    row = (await conn.execute(
+        select(idempotency_keys).where(
+            idempotency_keys.c.principal == principal, idempotency_keys.c.key == key
+        )
+    )).one()
+
+    if _aware(row.expires_at) <= now:
+        # Past retention: the key is new again. Conditional, so only one racer resets it.
+        reset = (await conn.execute(
+            update(idempotency_keys)
+            .where(idempotency_keys.c.id == row.id, idempotency_keys.c.expires_at <= now)
+            .values(fingerprint=fingerprint, method=method, path=path, state="in_progress",
+                    lock_owner=owner, locked_at=now, recovery_point="started",
+                    purchase_id=None, status_code=None, response_headers=None,
+                    response_body=None, created_at=now, updated_at=now,
+                    expires_at=expires_at)
+            .returning(idempotency_keys.c.id)
+        )).scalar_one_or_none()
+        if reset is not None:
+            return ClaimResult("claimed", Claim(int(reset), owner, "started", None, False))
+        return ClaimResult("in_progress")
+
+    if row.fingerprint != fingerprint:
+        return ClaimResult("mismatch")
+
+    if row.state == "completed":
+        return ClaimResult("replay", response=StoredResponse(
+            status=int(row.status_code), body=bytes(row.response_body),
+            headers=json.loads(row.response_headers or "{}"),
+        ))
+
+    # In progress. If its holder has been silent past the lock timeout it died: take over.
+    stale_before = now - timedelta(seconds=lock_timeout)
+    taken = (await conn.execute(
+        update(idempotency_keys)
+        .where(
+            idempotency_keys.c.id == row.id,
+            idempotency_keys.c.state == "in_progress",
+            or_(idempotency_keys.c.locked_at.is_(None),
+                idempotency_keys.c.locked_at < stale_before),
+        )
+        .values(lock_owner=owner, locked_at=now, updated_at=now)
+        .returning(idempotency_keys.c.recovery_point, idempotency_keys.c.purchase_id)
+    )).first()
+    if taken is None:
+        return ClaimResult("in_progress")
+    return ClaimResult(
+        "claimed", Claim(int(row.id), owner, taken.recovery_point, taken.purchase_id, True)
+    )
+
+
+def _owned(claim_: Claim) -> object:
+    return and_(idempotency_keys.c.id == claim_.id, idempotency_keys.c.lock_owner == claim_.owner,
+                idempotency_keys.c.state == "in_progress")
+
+
+async def finish(conn: AsyncConnection, claim_: Claim, response: StoredResponse,
+                 now: datetime) -> bool:
+    """Store the final response in the caller's transaction. False: the claim was lost."""
+    result = await conn.execute(
+        update(idempotency_keys).where(_owned(claim_)).values(
+            state="completed", status_code=response.status, response_body=response.body,
+            response_headers=json.dumps(response.headers), lock_owner=None, locked_at=None,
+            recovery_point="finished", updated_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+async def advance(conn: AsyncConnection, claim_: Claim, recovery_point: str, now: datetime,
+                  *, purchase_id: str | None = None) -> bool:
+    """Record that an atomic phase committed; also refreshes the lock. False: claim lost."""
+    values: dict[str, object] = {"recovery_point": recovery_point, "locked_at": now,
+                                 "updated_at": now}
+    if purchase_id is not None:
+        values["purchase_id"] = purchase_id
+    result = await conn.execute(update(idempotency_keys).where(_owned(claim_)).values(**values))
+    return result.rowcount == 1
+
+
+async def release(conn: AsyncConnection, claim_: Claim) -> bool:
+    """Forget the key (a 5xx): the client may retry it as new."""
+    result = await conn.execute(delete(idempotency_keys).where(_owned(claim_)))
+    return result.rowcount == 1
+
+
+async def reap_expired(conn: AsyncConnection, now: datetime) -> int:
+    """Delete keys past retention. Returns how many went."""
+    result = await conn.execute(
+        delete(idempotency_keys).where(idempotency_keys.c.expires_at <= now)
+    )
+    return int(result.rowcount)
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,35 @@
+"""A double-entry wallet ledger whose balances can never go below zero.
+
+Every movement is a transfer between two accounts, written as two immutable entries that
+sum to zero, each carrying the account's ``balance_after``. Balances change only through
+single conditional statements::
+
+    UPDATE accounts SET balance = balance - :a
+     WHERE id = :id AND (allow_negative OR balance >= :a) RETURNING balance
+
+never read-modify-write, and the ``CHECK`` on ``accounts`` backs that up. Platform
+accounts (revenue, funding, card clearing) are allowed to go negative: that is how money
+entering from outside is booked. Rows are touched in primary-key order so two transfers
+over the same pair of accounts can't deadlock on PostgreSQL.
+"""
+
+from payguard.ledger.accounts import (
+    PLATFORM_KINDS,
+    ensure_platform_account,
+    ensure_wallet,
+    lock_balance,
+    platform_account_id,
+    wallet_account_id,
+)
+from payguard.ledger.transfers import Transfer, transfer
+
+__all__ = [
+    "PLATFORM_KINDS",
+    "Transfer",
+    "ensure_platform_account",
+    "ensure_wallet",
+    "lock_balance",
+    "platform_account_id",
+    "transfer",
+    "wallet_account_id",
+]

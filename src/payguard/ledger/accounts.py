@@ -1,0 +1,74 @@
+"""Ledger accounts: a wallet per (user, currency) and platform accounts per currency."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payguard.clock import utcnow
+from payguard.store import dialect
+from payguard.store.schema import accounts
+
+__all__ = [
+    "PLATFORM_KINDS",
+    "ensure_platform_account",
+    "ensure_wallet",
+    "lock_balance",
+    "platform_account_id",
+    "wallet_account_id",
+]
+
+#: revenue: what users paid for goods; funding: money put in or taken out by admins;
+#: card: money that reached us through the card provider (top-ups, card refunds).
+PLATFORM_KINDS = ("revenue", "funding", "card")
+
+
+def wallet_account_id(user_id: str, currency: str) -> str:
+    # Deterministic ids make "create if missing" a plain ON CONFLICT (id) DO NOTHING.
+    return f"wal_{user_id}_{currency}"
+
+
+def platform_account_id(kind: str, currency: str) -> str:
+    return f"plt_{kind}_{currency}"
+
+
+async def _ensure(conn: AsyncConnection, values: dict[str, object]) -> str:
+    stmt = dialect.insert(conn, accounts).values(**values).on_conflict_do_nothing(
+        index_elements=[accounts.c.id]
+    )
+    await conn.execute(stmt)
+    return str(values["id"])
+
+
+async def ensure_wallet(conn: AsyncConnection, user_id: str, currency: str,
+                        now: datetime | None = None) -> str:
+    return await _ensure(conn, {
+        "id": wallet_account_id(user_id, currency), "owner_id": user_id, "kind": "wallet",
+        "currency": currency, "balance": 0, "allow_negative": False,
+        "created_at": now or utcnow(),
+    })
+
+
+async def ensure_platform_account(conn: AsyncConnection, kind: str, currency: str,
+                                  now: datetime | None = None) -> str:
+    if kind not in PLATFORM_KINDS:
+        raise ValueError(f"unknown platform account kind {kind!r}")
+    return await _ensure(conn, {
+        "id": platform_account_id(kind, currency), "owner_id": None, "kind": kind,
+        "currency": currency, "balance": 0, "allow_negative": True,
+        "created_at": now or utcnow(),
+    })
+
+
+async def lock_balance(conn: AsyncConnection, account_id: str) -> int | None:
+    """Read a balance with the row locked until the transaction ends (for ``set_balance``).
+
+    SQLite needs no row lock: write transactions start ``IMMEDIATE`` and exclude each other.
+    """
+    stmt = select(accounts.c.balance).where(accounts.c.id == account_id)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    value = await conn.scalar(stmt)
+    return None if value is None else int(value)

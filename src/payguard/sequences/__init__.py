@@ -1,0 +1,60 @@
+"""Gapless named counters per (series, period): receipt and order numbers.
+
+Strategy: a row-locked counter in the caller's transaction. The upsert
+``INSERT ... ON CONFLICT DO UPDATE SET last_value = last_value + 1 RETURNING`` takes the
+row lock and holds it until the transaction ends, so concurrent payments queue on it and a
+rollback hands the number back: no duplicates and no gaps. ``UNIQUE`` on the documents that
+carry the numbers is the second guard.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payguard.store import dialect
+from payguard.store.schema import sequences
+
+__all__ = ["format_number", "list_sequences", "next_value", "peek"]
+
+
+async def next_value(conn: AsyncConnection, series: str, period: str) -> int:
+    """The next number of (series, period), starting at 1. Never commits."""
+    stmt = dialect.insert(conn, sequences).values(series=series, period=period, last_value=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[sequences.c.series, sequences.c.period],
+        set_={"last_value": sequences.c.last_value + 1},
+    ).returning(sequences.c.last_value)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def peek(conn: AsyncConnection, series: str, period: str) -> int:
+    """The last value handed out (0 when none), without taking a number."""
+    value = await conn.scalar(
+        select(sequences.c.last_value).where(
+            sequences.c.series == series, sequences.c.period == period
+        )
+    )
+    return int(value or 0)
+
+
+async def list_sequences(conn: AsyncConnection) -> list[dict[str, object]]:
+    rows = await conn.execute(
+        select(sequences).order_by(sequences.c.series, sequences.c.period)
+    )
+    return [
+        {
+            "series": r.series,
+            "period": r.period,
+            "last_value": int(r.last_value),
+            "next_number": int(r.last_value) + 1,
+        }
+        for r in rows
+    ]
+
+
+def format_number(fmt: str, *, at: datetime, seq: int) -> str:
+    """Render a document number, e.g. ``SC{year}{seq:06d}`` -> ``SC2026000001``."""
+    return fmt.format(year=at.year, month=at.month, seq=seq)

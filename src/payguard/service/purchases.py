@@ -1,0 +1,182 @@
+"""Wallet purchases of digital goods, purchase queries, receipts and wallet refunds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payguard import capacity, ledger
+from payguard.clock import utcnow
+from payguard.config import Settings
+from payguard.errors import InvalidState, NotFound, OutOfStock, ValidationFailed
+from payguard.ids import new_id
+from payguard.service.catalog import program_capacity_key, stock_capacity_key
+from payguard.service.numbers import issue_receipt, next_order_number
+from payguard.service.principal import Principal
+from payguard.service.views import purchase_view, receipt_view
+from payguard.store.schema import products, purchases, receipts, stock_items
+from payguard.store.uow import UnitOfWork
+
+__all__ = [
+    "assign_items",
+    "get_purchase",
+    "get_receipt",
+    "list_purchases",
+    "purchase_with_wallet",
+    "refund_wallet_purchase",
+]
+
+
+async def assign_items(conn: AsyncConnection, product_id: str, purchase_id: str,
+                       quantity: int, *, state: str = "assigned") -> list[str]:
+    """Hand ``quantity`` free items to a purchase (the capacity counter already said yes).
+
+    ``SKIP LOCKED`` lets concurrent buyers take different rows instead of queueing on the
+    same first free one; the capacity counter guarantees enough unlocked rows exist.
+    """
+    free = (
+        select(stock_items.c.id)
+        .where(stock_items.c.product_id == product_id, stock_items.c.state == "available")
+        .order_by(stock_items.c.id)
+        .limit(quantity)
+    )
+    if conn.dialect.name == "postgresql":
+        free = free.with_for_update(skip_locked=True)
+    ids = list((await conn.execute(free)).scalars())
+    if len(ids) < quantity:
+        raise OutOfStock(f"only {len(ids)} items left")
+    rows = (await conn.execute(
+        update(stock_items)
+        .where(stock_items.c.id.in_(ids), stock_items.c.state == "available")
+        .values(state=state, purchase_id=purchase_id,
+                assigned_at=utcnow() if state == "assigned" else None)
+        .returning(stock_items.c.id, stock_items.c.value)
+    )).all()
+    if len(rows) != quantity:  # pragma: no cover - guarded by the capacity counter
+        raise OutOfStock("stock changed under the purchase")
+    return [r.value for r in sorted(rows, key=lambda r: r.id)]
+
+
+async def purchase_with_wallet(uow: UnitOfWork, settings: Settings, user: Principal, *,
+                               product_id: str, quantity: int) -> dict[str, Any]:
+    """Debit the wallet, assign items, number the order and the receipt: all or nothing."""
+    conn = uow.conn
+    assert user.user_id is not None
+    product = (await conn.execute(select(products).where(products.c.id == product_id))).first()
+    if product is None:
+        raise NotFound(f"no product {product_id!r}")
+    amount = int(product.price) * quantity
+    if amount > settings.max_amount:
+        raise ValidationFailed(
+            f"amount {amount} exceeds the maximum of {settings.max_amount}",
+            errors=[{"loc": ["body", "quantity"], "msg": "total above PAYGUARD_MAX_AMOUNT"}],
+        )
+    now = utcnow()
+    purchase_id = new_id("pur")
+    currency = product.currency
+    wallet = await ledger.ensure_wallet(conn, user.user_id, currency, now)
+    revenue = await ledger.ensure_platform_account(conn, "revenue", currency, now)
+
+    # Order: the user's own wallet row first (contention only among that user's
+    # requests), then the product's stock counter, and the global sequences last, so the
+    # year-wide counter rows are held for the shortest time.
+    if amount > 0:
+        await ledger.transfer(conn, debit=wallet, credit=revenue, amount=amount,
+                              currency=currency, kind="purchase", purchase_id=purchase_id,
+                              reason=f"{quantity} x {product.sku}", now=now)
+    if not await capacity.reserve(conn, stock_capacity_key(product_id), purchase_id,
+                                  quantity, keep_now=True, now=now):
+        raise OutOfStock(f"fewer than {quantity} items of {product.sku} left")
+    items = await assign_items(conn, product_id, purchase_id, quantity)
+    order_number = await next_order_number(conn, settings, now)
+    await conn.execute(insert(purchases).values(
+        id=purchase_id, user_id=user.user_id, order_number=order_number, kind="product",
+        status="completed", payment_method="wallet", item_key=f"product:{product_id}",
+        product_id=product_id, quantity=quantity, amount=amount, currency=currency,
+        full_price=amount, created_at=now, updated_at=now, completed_at=now,
+    ))
+    receipt = await issue_receipt(conn, settings, purchase_id=purchase_id, amount=amount,
+                                  currency=currency, now=now)
+    await conn.execute(
+        update(purchases).where(purchases.c.id == purchase_id).values(receipt_number=receipt)
+    )
+    return await get_purchase(conn, user, purchase_id)
+
+
+async def _items_of(conn: AsyncConnection, purchase_ids: list[str]) -> dict[str, list[str]]:
+    if not purchase_ids:
+        return {}
+    rows = await conn.execute(
+        select(stock_items.c.purchase_id, stock_items.c.value)
+        .where(stock_items.c.purchase_id.in_(purchase_ids), stock_items.c.state == "assigned")
+        .order_by(stock_items.c.id)
+    )
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(r.purchase_id, []).append(r.value)
+    return out
+
+
+async def get_purchase(conn: AsyncConnection, who: Principal, purchase_id: str) -> dict[str, Any]:
+    """A purchase the caller may see; another user's purchase is NOT_FOUND, never 403."""
+    query = select(purchases).where(purchases.c.id == purchase_id)
+    if not who.is_admin:
+        query = query.where(purchases.c.user_id == who.user_id)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFound(f"no purchase {purchase_id!r}")
+    return purchase_view(row, (await _items_of(conn, [row.id])).get(row.id, []))
+
+
+async def list_purchases(conn: AsyncConnection, who: Principal, *, status: str | None,
+                         limit: int = 100) -> list[dict[str, Any]]:
+    query = select(purchases).order_by(purchases.c.created_at.desc(), purchases.c.id).limit(limit)
+    if not who.is_admin:
+        query = query.where(purchases.c.user_id == who.user_id)
+    if status:
+        query = query.where(purchases.c.status == status)
+    rows = (await conn.execute(query)).all()
+    items = await _items_of(conn, [r.id for r in rows])
+    return [purchase_view(r, items.get(r.id, [])) for r in rows]
+
+
+async def get_receipt(conn: AsyncConnection, who: Principal, number: str) -> dict[str, Any]:
+    query = select(receipts).join(purchases, purchases.c.id == receipts.c.purchase_id).where(
+        receipts.c.number == number
+    )
+    if not who.is_admin:
+        query = query.where(purchases.c.user_id == who.user_id)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFound(f"no receipt {number!r}")
+    return receipt_view(row)
+
+
+async def refund_wallet_purchase(uow: UnitOfWork, purchase_id: str,
+                                 reason: str) -> dict[str, Any]:
+    """Credit a completed wallet purchase back, once; release its seat if it had one."""
+    conn = uow.conn
+    now = utcnow()
+    row = (await conn.execute(
+        update(purchases)
+        .where(purchases.c.id == purchase_id, purchases.c.status == "completed",
+               purchases.c.payment_method == "wallet")
+        .values(status="refunded", refunded_at=now, updated_at=now)
+        .returning(purchases)
+    )).first()
+    if row is None:
+        current = await conn.scalar(select(purchases.c.status).where(purchases.c.id == purchase_id))
+        if current is None:
+            raise NotFound(f"no purchase {purchase_id!r}")
+        raise InvalidState(f"purchase is {current}; only completed purchases can be refunded")
+    if row.amount > 0:
+        wallet = await ledger.ensure_wallet(conn, row.user_id, row.currency, now)
+        revenue = await ledger.ensure_platform_account(conn, "revenue", row.currency, now)
+        await ledger.transfer(conn, debit=revenue, credit=wallet, amount=int(row.amount),
+                              currency=row.currency, kind="refund", purchase_id=purchase_id,
+                              reason=reason, now=now)
+    if row.program_id:
+        await capacity.release(conn, program_capacity_key(row.program_id), purchase_id, now)
+    return await get_purchase(conn, Principal("admin"), purchase_id)

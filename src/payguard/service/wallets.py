@@ -1,0 +1,92 @@
+"""Wallet reads and admin adjustments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payguard import ledger
+from payguard.clock import isoformat, utcnow
+from payguard.errors import InsufficientBalance, NotFound
+from payguard.store.schema import accounts, entries, transfers, users
+from payguard.store.uow import UnitOfWork
+
+__all__ = ["adjust", "get_wallet", "list_entries"]
+
+
+async def get_wallet(conn: AsyncConnection, user_id: str, currency: str) -> dict[str, Any]:
+    balance = await conn.scalar(
+        select(accounts.c.balance).where(
+            accounts.c.id == ledger.wallet_account_id(user_id, currency)
+        )
+    )
+    return {"currency": currency, "balance": int(balance or 0)}
+
+
+async def list_entries(conn: AsyncConnection, user_id: str, currency: str, *, limit: int,
+                       cursor: int | None) -> dict[str, Any]:
+    """Newest first; ``next_cursor`` is the id to continue below (keyset paging)."""
+    query = (
+        select(entries.c.id, entries.c.amount, entries.c.balance_after, entries.c.created_at,
+               transfers.c.kind, transfers.c.purchase_id, transfers.c.reason)
+        .join(transfers, transfers.c.id == entries.c.transfer_id)
+        .where(entries.c.account_id == ledger.wallet_account_id(user_id, currency))
+        .order_by(entries.c.id.desc())
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        query = query.where(entries.c.id < cursor)
+    rows = (await conn.execute(query)).all()
+    page = rows[:limit]
+    return {
+        "entries": [
+            {"id": str(r.id), "amount": int(r.amount), "balance_after": int(r.balance_after),
+             "kind": r.kind, "purchase_id": r.purchase_id, "reason": r.reason,
+             "created_at": isoformat(r.created_at)}
+            for r in page
+        ],
+        "next_cursor": str(page[-1].id) if len(rows) > limit else None,
+    }
+
+
+async def adjust(uow: UnitOfWork, *, user_id: str, currency: str, amount: int | None,
+                 set_balance: int | None, reason: str) -> dict[str, Any]:
+    """Credit or debit a wallet by ``amount``, or move it to ``set_balance``.
+
+    ``set_balance`` reads the balance with the row locked (PostgreSQL ``FOR UPDATE``;
+    SQLite's write transaction is exclusive), so the recorded difference is exact even
+    while purchases race it.
+    """
+    conn = uow.conn
+    if await conn.scalar(select(users.c.id).where(users.c.id == user_id)) is None:
+        raise NotFound(f"no user {user_id!r}")
+    now = utcnow()
+    wallet = await ledger.ensure_wallet(conn, user_id, currency, now)
+    funding = await ledger.ensure_platform_account(conn, "funding", currency, now)
+    if set_balance is not None:
+        current = await ledger.lock_balance(conn, wallet)
+        delta = set_balance - int(current or 0)
+    else:
+        assert amount is not None
+        delta = amount
+    entry: dict[str, Any] | None = None
+    if delta != 0:
+        debit, credit = (funding, wallet) if delta > 0 else (wallet, funding)
+        try:
+            t = await ledger.transfer(conn, debit=debit, credit=credit, amount=abs(delta),
+                                      currency=currency, kind="adjustment", reason=reason,
+                                      now=now)
+        except InsufficientBalance as exc:
+            raise InsufficientBalance(
+                f"an adjustment of {delta} would take the wallet below zero"
+            ) from exc
+        wallet_after = t.credit_balance_after if delta > 0 else t.debit_balance_after
+        entry = {
+            "id": str(t.credit_entry_id if delta > 0 else t.debit_entry_id), "amount": delta,
+            "balance_after": wallet_after, "kind": "adjustment", "purchase_id": None,
+            "reason": reason, "created_at": isoformat(now),
+        }
+    wallet_now = await get_wallet(conn, user_id, currency)
+    return {"balance": wallet_now["balance"], "currency": currency, "entry": entry}
