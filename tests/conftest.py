@@ -12,6 +12,8 @@ from payguard.store.engine import create_engine
 from payguard.store.migrate import migrate
 from payguard.store.uow import Database
 from tests.support import services
+from tests.support.api import ApiClient
+from tests.support.server import LiveServer
 
 
 @pytest.fixture
@@ -50,3 +52,21 @@ async def database(db_url: str) -> AsyncIterator[Database]:
 @pytest.fixture
 def redis_url() -> str:
     return services.require_redis()
+
+
+@pytest.fixture
+def live_server(db_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A real ``payguard serve`` on SQLite and on PostgreSQL (parametrised via db_url)."""
+
+    server = LiveServer(tmp_path / "data", db_url).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def api(live_server: LiveServer) -> AsyncIterator[ApiClient]:
+
+    async with ApiClient(live_server.url, live_server.admin_token) as client:
+        yield client

@@ -54,7 +54,7 @@ def serve(
         console.print(f"  products: {base}/api/products   dashboard: {base}/")
     uvicorn.run("payguard.api.app:create_app_from_env", factory=True, host=host, port=port,
                 workers=workers, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False)
+                access_log=False, timeout_keep_alive=30)
 
 
 def check_lock_backend(settings: Settings, workers: int) -> None:
