@@ -1,0 +1,81 @@
+"""``payguard race``: the concurrency proof harness on the command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["race"]
+
+
+def race(
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Argument(help="Scenarios to run (default: all): receipts, wallet, stock, refund, "
+                            "replay, class-rep, checkout-idempotency, double-click, "
+                            "webhook-storm, mixed."),
+    ] = None,
+    url: Annotated[str | None, typer.Option(
+        help="Base URL of a running service (comma-separated for several instances).")] = None,
+    admin_token: Annotated[str | None, typer.Option(
+        envvar="PAYGUARD_ADMIN_TOKEN", help="Admin token of the service at --url.")] = None,
+    spawn: Annotated[bool, typer.Option(
+        "--spawn", help="Start the service(s) in a temp dir and stop them afterwards.")] = False,
+    instances: Annotated[int, typer.Option(
+        min=1, help="Serve processes to spawn (several need --database-url postgresql://).")] = 1,
+    database_url: Annotated[str | None, typer.Option(
+        help="Database for spawned servers (default: SQLite in a temp dir).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most.")] = 50,
+    requests: Annotated[int | None, typer.Option(
+        min=1, help="Size of every scenario (default: each scenario's own).")] = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Also write the report as JSON to this file.")] = None,
+    webhook_secret: Annotated[str | None, typer.Option(
+        envvar="PAYGUARD_STRIPE_WEBHOOK_SECRET",
+        help="Webhook secret of the service at --url, to sign the storm's own deliveries.")] = None,
+    sim_url: Annotated[str | None, typer.Option(
+        help="Simulator base URL for --url (default: URL/sim).")] = None,
+    kill_every: Annotated[float | None, typer.Option(
+        min=0.5, help="With --spawn: SIGKILL and restart a random instance every N seconds.")]
+    = None,
+    provider_failure_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="With --spawn: simulator failure rate.")] = 0.0,
+    duplicate_deliveries: Annotated[int, typer.Option(
+        min=1, help="With --spawn: the simulator delivers every webhook this often.")] = 5,
+    seed: Annotated[int | None, typer.Option(help="Random seed (shuffles, kill choice).")]
+    = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Race concurrent requests against payguard and check its invariants; exit 1 if any broke."""
+    from payguard.race import RaceConfig, run_race
+    from payguard.race.report import render, write_json
+    from payguard.race.spawner import SpawnFailed
+
+    if spawn == bool(url):
+        raise typer.BadParameter("give either --url (with --admin-token) or --spawn")
+    if url and not admin_token:
+        raise typer.BadParameter("--url needs --admin-token (or PAYGUARD_ADMIN_TOKEN)")
+    if kill_every and not spawn:
+        raise typer.BadParameter("--kill-every needs --spawn: the harness must own the processes")
+    config = RaceConfig(
+        scenarios=list(scenarios or []), url=url, admin_token=admin_token, spawn=spawn,
+        instances=instances, database_url=database_url,
+        redis_url=os.environ.get("PAYGUARD_REDIS_URL") or None, concurrency=concurrency,
+        requests=requests, json_path=json_path, webhook_secret=webhook_secret,
+        sim_url=sim_url, kill_every=kill_every, provider_failure_rate=provider_failure_rate,
+        duplicate_deliveries=duplicate_deliveries, seed=seed, progress=progress,
+    )
+    console = Console()
+    try:
+        report = run_race(config)
+    except (ValueError, SpawnFailed) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    render(report, console)
+    if json_path is not None:
+        write_json(report, json_path)
+    raise typer.Exit(report.exit_code)

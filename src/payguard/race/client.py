@@ -1,0 +1,232 @@
+"""The harness's HTTP client: a pooled httpx client per instance, retries, outcome recording.
+
+Retry rules follow API.md so that a retry can never apply anything twice:
+- no answer (connection refused/reset, instance killed): same ``Idempotency-Key``;
+- ``503`` (lock timeout, provider down; the key was released): same key;
+- ``409 REQUEST_IN_PROGRESS``: same key, the stored answer will come;
+- ``409 PAYMENT_IN_PROGRESS``: a *new* key, because that 409 was stored under the old one
+  and would be replayed forever; the server dedupes the checkout by user and item anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from payguard.race.types import Sample
+
+__all__ = ["EndpointMissing", "RaceClient", "Recorder", "Reply", "new_key"]
+
+_SAME_KEY_CODES = frozenset({"REQUEST_IN_PROGRESS"})
+_NEW_KEY_CODES = frozenset({"PAYMENT_IN_PROGRESS"})
+_MAX_BACKOFF = 0.5
+
+
+def new_key() -> str:
+    return str(uuid.uuid4())
+
+
+class EndpointMissing(Exception):
+    """The server does not offer a route the scenario needs (404/405 on the route itself)."""
+
+    def __init__(self, method: str, path: str, status: int) -> None:
+        super().__init__(f"{method} {path} answered {status}: the server does not offer it")
+        self.method, self.path, self.status = method, path, status
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int  # 0: no HTTP answer before the retry deadline
+    raw: bytes
+    headers: httpx.Headers
+    latency: float
+    attempts: int
+    error: str = ""  # transport error of the last attempt when status == 0
+
+    @property
+    def body(self) -> Any:
+        try:
+            return json.loads(self.raw) if self.raw else None
+        except ValueError:
+            return None
+
+    @property
+    def code(self) -> str | None:
+        body = self.body
+        if self.status >= 400 and isinstance(body, dict):
+            code = body.get("code")
+            return str(code) if code is not None else None
+        return None
+
+    @property
+    def replayed(self) -> bool:
+        return str(self.headers.get("Idempotent-Replayed", "")).lower() == "true"
+
+
+class Recorder:
+    """Collects a scenario's samples; ``on_sample`` drives the progress bar."""
+
+    def __init__(self, on_sample: Callable[[], None] | None = None) -> None:
+        self.samples: list[Sample] = []
+        self.on_sample = on_sample
+
+    def add(self, op: str, reply: Reply) -> None:
+        self.samples.append(Sample(op, reply.status, reply.code, reply.latency, reply.attempts))
+        if self.on_sample is not None:
+            self.on_sample()
+
+
+def _template(path: str) -> str:
+    return re.sub(r"\{[^}]*\}", "{}", path)
+
+
+class RaceClient:
+    """Sends requests round-robin over one or more instances of the same service."""
+
+    def __init__(
+        self,
+        base_urls: Sequence[str],
+        admin_token: str,
+        *,
+        concurrency: int = 50,
+        timeout: float = 30.0,
+        retry_for: float = 15.0,
+        max_status_retries: int = 20,
+    ) -> None:
+        if not base_urls:
+            raise ValueError("at least one base URL is required")
+        self.base_urls = [u.rstrip("/") for u in base_urls]
+        self.admin_token = admin_token
+        self.retry_for = retry_for
+        self.max_status_retries = max_status_retries
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self._clients = [
+            httpx.AsyncClient(base_url=u, limits=limits, timeout=timeout) for u in self.base_urls
+        ]
+        self._next = itertools.cycle(range(len(self._clients)))
+        self._routes: set[tuple[str, str]] | None = None
+        # Bounds in-flight requests across every scenario running at once (``mixed``).
+        self._gate = asyncio.Semaphore(concurrency)
+
+    async def __aenter__(self) -> RaceClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+    # -- route discovery ---------------------------------------------------------------
+
+    async def load_routes(self) -> None:
+        """Read the server's OpenAPI document, if it publishes one, to know its routes."""
+        try:
+            reply = await self._clients[0].get("/openapi.json")
+            paths = reply.json()["paths"] if reply.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            paths = None
+        if isinstance(paths, dict):
+            self._routes = {
+                (method.upper(), _template(path))
+                for path, ops in paths.items()
+                if isinstance(ops, dict)
+                for method in ops
+            }
+
+    def missing_routes(self, needed: Sequence[tuple[str, str]]) -> list[str]:
+        """Routes of ``needed`` the server does not publish; empty when unknown."""
+        if self._routes is None:
+            return []
+        return [f"{m} {p}" for m, p in needed if (m, _template(p)) not in self._routes]
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        json_body: Any = None,
+        key: str | None = None,
+        rec: Recorder | None = None,
+        op: str | None = None,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        retry: bool = True,
+    ) -> Reply:
+        """One logical request, retried per the module rules; recorded as ``op`` in ``rec``.
+
+        Raises ``EndpointMissing`` when the route itself is absent.
+        """
+        hdrs = {"Authorization": f"Bearer {token or self.admin_token}"}
+        hdrs.update(headers or {})
+        if content is None and json_body is not None:
+            content = json.dumps(json_body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        start = time.perf_counter()
+        deadline = start + self.retry_for
+        attempts = status_retries = 0
+        async with self._gate:
+            while True:
+                attempts += 1
+                if key is not None:
+                    hdrs["Idempotency-Key"] = key
+                client = self._clients[next(self._next)]
+                try:
+                    resp = await client.request(method, path, content=content, headers=hdrs)
+                except httpx.TransportError as exc:
+                    if retry and time.perf_counter() < deadline:
+                        await asyncio.sleep(_backoff(attempts))
+                        continue
+                    reply = Reply(0, b"", httpx.Headers(), time.perf_counter() - start,
+                                  attempts, error=f"{type(exc).__name__}: {exc}")
+                    break
+                reply = Reply(resp.status_code, resp.content, resp.headers,
+                              time.perf_counter() - start, attempts)
+                if retry and status_retries < self.max_status_retries and _retryable(reply):
+                    status_retries += 1
+                    if reply.code in _NEW_KEY_CODES and key is not None:
+                        key = new_key()
+                    await asyncio.sleep(_backoff(status_retries))
+                    continue
+                break
+        if reply.status in (404, 405) and _route_missing(reply):
+            raise EndpointMissing(method, path, reply.status)
+        if rec is not None and op is not None:
+            rec.add(op, reply)
+        return reply
+
+
+def _retryable(reply: Reply) -> bool:
+    if reply.status == 503:
+        return True
+    return reply.status == 409 and reply.code in (_SAME_KEY_CODES | _NEW_KEY_CODES)
+
+
+def _backoff(attempt: int) -> float:
+    # Jittered so that the retries of a burst do not arrive as a second burst.
+    return random.uniform(0.5, 1.0) * min(_MAX_BACKOFF, 0.02 * 2.0 ** min(attempt, 10))
+
+
+def _route_missing(reply: Reply) -> bool:
+    """405, or a 404 that is not the contract's ``NOT_FOUND`` problem for an unknown id."""
+    if reply.status == 405:
+        return True
+    return reply.code != "NOT_FOUND"

@@ -1,0 +1,160 @@
+"""``run_race``: resolve the target, run each scenario (setup, fire, verify, audit), report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from payguard.race.api import Api, SetupFailed
+from payguard.race.client import EndpointMissing, RaceClient, Recorder
+from payguard.race.progress import Progress
+from payguard.race.scenarios import ORDER, REGISTRY, Context, Scenario
+from payguard.race.spawner import Cluster
+from payguard.race.types import Invariant, RaceConfig, RaceReport, ScenarioResult, ScenarioStatus
+
+__all__ = ["Target", "run_race", "run_race_async", "run_scenario"]
+
+
+@dataclass
+class Target:
+    urls: list[str]
+    admin_token: str
+    description: str
+    sim_url: str | None
+    webhook_secret: str | None
+    cluster: Cluster | None = None
+
+
+def run_race(config: RaceConfig) -> RaceReport:
+    """Run the configured scenarios and return the report (blocking)."""
+    return asyncio.run(run_race_async(config))
+
+
+@contextlib.asynccontextmanager
+async def _target(config: RaceConfig) -> AsyncIterator[Target]:
+    if config.spawn:
+        async with Cluster(
+            instances=config.instances, database_url=config.database_url,
+            redis_url=config.redis_url, provider_failure_rate=config.provider_failure_rate,
+            duplicate_deliveries=config.duplicate_deliveries,
+            extra_env=_fault_env(config) | config.server_env,
+        ) as cluster:
+            yield Target(cluster.urls, cluster.admin_token, cluster.description,
+                         cluster.sim_url, cluster.webhook_secret, cluster)
+        return
+    if not config.url or not config.admin_token:
+        raise ValueError("give --url and --admin-token, or --spawn")
+    urls = [u.strip().rstrip("/") for u in config.url.split(",") if u.strip()]
+    yield Target(urls, config.admin_token, ", ".join(urls),
+                 config.sim_url or f"{urls[0]}/sim", config.webhook_secret)
+
+
+def _fault_env(config: RaceConfig) -> dict[str, str]:
+    if not config.kill_every:
+        return {}
+    # A request killed half-way leaves its key claimed; let the retry reclaim it soon.
+    return {"PAYGUARD_IDEMPOTENCY_LOCK_TIMEOUT": "3"}
+
+
+def _scenario_names(config: RaceConfig) -> list[str]:
+    names = config.scenarios or list(ORDER)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {unknown}; known: {', '.join(ORDER)}")
+    return names
+
+
+async def run_race_async(config: RaceConfig) -> RaceReport:
+    names = _scenario_names(config)
+    rng = random.Random(config.seed)
+    async with _target(config) as target:
+        report = RaceReport(target=target.description)
+        retry_for = 120.0 if config.kill_every else 20.0
+        async with RaceClient(target.urls, target.admin_token, concurrency=config.concurrency,
+                              timeout=config.timeout, retry_for=retry_for) as client:
+            await client.load_routes()
+            api = Api(client)
+            killer = None
+            if config.kill_every and target.cluster is not None:
+                killer = asyncio.create_task(
+                    _kill_loop(target.cluster, config.kill_every, rng, report))
+            try:
+                with Progress(enabled=config.progress) as progress:
+                    for name in names:
+                        ctx = Context(client=client, api=api, recorder=Recorder(),
+                                      requests=config.requests, sim_url=target.sim_url,
+                                      webhook_secret=target.webhook_secret, rng=rng)
+                        report.results.append(
+                            await run_scenario(REGISTRY[name], ctx, progress.track))
+            finally:
+                if killer is not None:
+                    killer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await killer
+        return report
+
+
+async def _kill_loop(cluster: Cluster, every: float, rng: random.Random,
+                     report: RaceReport) -> None:
+    start = time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        index = rng.randrange(cluster.instances)
+        await cluster.kill(index)
+        at = time.monotonic() - start
+        await cluster.restart(index)
+        report.faults.append(
+            f"SIGKILLed instance-{index} at {at:.1f}s, healthy again after "
+            f"{time.monotonic() - start - at:.1f}s")
+
+
+async def run_scenario(
+    cls: type[Scenario], ctx: Context,
+    track: Callable[[str, Callable[[], int]], contextlib.AbstractContextManager[Callable[[], None]]]
+    | None = None,
+) -> ScenarioResult:
+    """setup -> fire -> verify, plus the server's audit; never raises for a server's sake."""
+    missing = ctx.client.missing_routes(cls.routes)
+    if missing:
+        return ScenarioResult(cls.name, ScenarioStatus.SKIPPED,
+                              reason=f"server does not offer {', '.join(missing)}")
+    scenario = cls(ctx)
+    duration = 0.0
+    try:
+        await scenario.setup()
+        tracker = track(cls.name, scenario.planned) if track else contextlib.nullcontext(None)
+        with tracker as advance:
+            ctx.recorder.on_sample = advance
+            started = time.perf_counter()
+            await scenario.fire()
+            duration = time.perf_counter() - started
+        invariants = await scenario.verify()
+        invariants.append(await _audit(ctx.api))
+    except EndpointMissing as exc:
+        return ScenarioResult(cls.name, ScenarioStatus.SKIPPED, reason=str(exc),
+                              samples=scenario.samples())
+    except SetupFailed as exc:
+        return ScenarioResult(cls.name, ScenarioStatus.ERROR, reason=str(exc),
+                              samples=scenario.samples(), duration=duration)
+    status = (ScenarioStatus.PASSED if all(i.held for i in invariants)
+              else ScenarioStatus.BROKEN)
+    return ScenarioResult(cls.name, status, invariants, scenario.samples(), duration,
+                          receipts=list(scenario.receipts))
+
+
+async def _audit(api: Api) -> Invariant:
+    try:
+        audit = await api.audit()
+    except (EndpointMissing, SetupFailed) as exc:
+        return Invariant("server audit ok", False, f"audit unavailable: {exc}")
+    problems = audit.get("problems") or []
+    held = audit.get("ok") is True and not problems
+    shown = "; ".join(f"{p.get('kind')}: {p.get('detail')}" for p in problems[:5]
+                      if isinstance(p, dict))
+    return Invariant("server audit ok", held,
+                     f"ok={audit.get('ok')}, {audit.get('wallets_checked')} wallets checked"
+                     + (f", problems: {shown}" if problems else ", no problems"))
