@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -50,8 +51,8 @@ async def test_enqueue_never_commits(database: Database) -> None:
     {"subject": "hello\nBcc: evil@example.com"},
 ])
 async def test_enqueue_refuses_bad_messages(database: Database, kwargs: dict[str, str]) -> None:
-    values = {"dedupe_key": "k", "kind": "x", "recipient": "a@b.example", "subject": "s",
-              "body": "b", **kwargs}
+    values: dict[str, Any] = {"dedupe_key": "k", "kind": "x", "recipient": "a@b.example",
+                              "subject": "s", "body": "b", **kwargs}
     async with database.unit_of_work() as uow:
         with pytest.raises(ValueError):
             await enqueue(uow.conn, **values)

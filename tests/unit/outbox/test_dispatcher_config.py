@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -13,10 +15,10 @@ class _MoreSettings(Settings):
 
 
 @pytest.fixture
-async def db() -> Database:
+async def db() -> AsyncIterator[Database]:
     # Never connected to: these tests only check construction.
     database = Database(create_async_engine("sqlite+aiosqlite:///unused.db"))
-    yield database  # type: ignore[misc]
+    yield database
     await database.dispose()
 
 
