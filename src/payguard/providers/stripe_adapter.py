@@ -19,6 +19,7 @@ import stripe
 
 from payguard.errors import ProviderUnavailable
 from payguard.providers.base import ProviderSession, WebhookSignatureError
+from payguard.providers.http_client import SdkHttpxClient
 from payguard.providers.limiter import CallLimiter, ProviderStats
 from payguard.providers.mapping import SESSION_EXPAND, session_from_stripe
 
@@ -52,7 +53,7 @@ class StripeProvider:
         self.api_base = resolve_api_base(settings)
         self._timeout = settings.provider_timeout
         self._webhook_secret = settings.stripe_webhook_secret
-        self._http = stripe.HTTPXClient(timeout=settings.provider_timeout)
+        self._http = SdkHttpxClient(timeout=settings.provider_timeout)
         self._client = stripe.StripeClient(
             settings.stripe_api_key,
             base_addresses={"api": self.api_base},
