@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -69,7 +70,8 @@ def race(
         sim_url=sim_url, kill_every=kill_every, provider_failure_rate=provider_failure_rate,
         duplicate_deliveries=duplicate_deliveries, seed=seed, progress=progress,
     )
-    console = Console()
+    # Piped output (CI logs, README) gets a readable width instead of 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 120)
     try:
         report = run_race(config)
     except (ValueError, SpawnFailed) as exc:

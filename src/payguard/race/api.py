@@ -29,7 +29,11 @@ def _expect(reply: Reply, what: str, *statuses: int) -> Any:
 
 
 class Api:
-    """Admin setup (users, products, programs, money) and end-state reads."""
+    """Admin setup (users, products, programs, money) and end-state reads.
+
+    Every setup POST carries an ``Idempotency-Key``: retried after a killed instance, it is
+    replayed instead of creating a second user (or failing on a taken email).
+    """
 
     def __init__(self, client: RaceClient) -> None:
         self.client = client
@@ -47,6 +51,7 @@ class Api:
             await self.client.request(
                 "POST", "/api/admin/users",
                 json_body={"email": f"race-{tag}@example.test", "name": f"race {tag}"},
+                key=new_key(),
             ),
             "create user", 201,
         )
@@ -74,6 +79,7 @@ class Api:
                     "sku": f"RACE-{tag}", "name": f"race product {tag}", "price": price,
                     "items": [f"item-{tag}-{i}" for i in range(items)],
                 },
+                key=new_key(),
             ),
             "create product", 201,
         )
@@ -89,6 +95,7 @@ class Api:
                     "class_rep_limit": class_rep_limit, "class_rep_discount": 0,
                     "early_bird_discount": 0,
                 },
+                key=new_key(),
             ),
             "create program", 201,
         )

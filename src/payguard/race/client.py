@@ -136,18 +136,21 @@ class RaceClient:
 
     async def load_routes(self) -> None:
         """Read the server's OpenAPI document, if it publishes one, to know its routes."""
-        try:
-            reply = await self._clients[0].get("/openapi.json")
-            paths = reply.json()["paths"] if reply.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            paths = None
-        if isinstance(paths, dict):
-            self._routes = {
-                (method.upper(), _template(path))
-                for path, ops in paths.items()
-                if isinstance(ops, dict)
-                for method in ops
-            }
+        # FastAPI's default place, and payguard's (next to its docs under /api).
+        for where in ("/api/openapi.json", "/openapi.json"):
+            try:
+                reply = await self._clients[0].get(where)
+                paths = reply.json()["paths"] if reply.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                paths = None
+            if isinstance(paths, dict):
+                self._routes = {
+                    (method.upper(), _template(path))
+                    for path, ops in paths.items()
+                    if isinstance(ops, dict)
+                    for method in ops
+                }
+                return
 
     def missing_routes(self, needed: Sequence[tuple[str, str]]) -> list[str]:
         """Routes of ``needed`` the server does not publish; empty when unknown."""

@@ -49,17 +49,20 @@ def scenario_table(result: ScenarioResult) -> Table:
 
 def summary_table(report: RaceReport) -> Table:
     table = Table(title=f"payguard race: {report.target}", show_header=True)
-    for col in ("scenario", "result", "requests", "invariants", "req/s", "p50", "p99", "max"):
-        table.add_column(col, justify="left" if col in ("scenario", "result") else "right")
+    table.add_column("scenario", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    for col in ("reqs", "invariants", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in report.results:
         s = summarize(r.samples, r.duration)
         held = sum(i.held for i in r.invariants)
+        timing = (
+            [f"{s.throughput:.0f}"] + [f"{v * 1000:.0f}" for v in (s.p50, s.p95, s.p99, s.max)]
+            if s.requests else ["-"] * 5
+        )
         table.add_row(
             r.name, Text(r.status.value, style=_STYLE[r.status]), str(s.requests),
-            f"{held}/{len(r.invariants)}" if r.invariants else "-",
-            f"{s.throughput:.0f}" if s.requests else "-",
-            _ms(s.p50) if s.requests else "-", _ms(s.p99) if s.requests else "-",
-            _ms(s.max) if s.requests else "-",
+            f"{held}/{len(r.invariants)}" if r.invariants else "-", *timing,
         )
     verdict = "all invariants held" if report.ok else "INVARIANTS BROKEN"
     table.caption = Text(verdict, style="bold green" if report.ok else "bold red")

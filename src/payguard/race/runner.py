@@ -86,7 +86,8 @@ async def run_race_async(config: RaceConfig) -> RaceReport:
                 with Progress(enabled=config.progress) as progress:
                     for name in names:
                         ctx = Context(client=client, api=api, recorder=Recorder(),
-                                      requests=config.requests, sim_url=target.sim_url,
+                                      requests=config.sizes.get(name, config.requests),
+                                      sim_url=target.sim_url,
                                       webhook_secret=target.webhook_secret, rng=rng)
                         report.results.append(
                             await run_scenario(REGISTRY[name], ctx, progress.track))

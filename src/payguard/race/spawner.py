@@ -151,7 +151,9 @@ class Cluster:
                 env, port, self._tmp / f"instance-{i}.log", "/healthz",
             ))
         if sim_port is not None:
-            env = self._env(self._tmp / "sim", f"http://127.0.0.1:{sim_port}")
+            # The simulator sends webhooks to PUBLIC_URL/api/webhooks/stripe unless told
+            # otherwise: point both at instance 0.
+            env = self._env(self._tmp / "sim", self.servers[0].url)
             env["PAYGUARD_SIM_WEBHOOK_URL"] = webhook_url
             self.sim = _Proc("sim", [self.python, "-m", "payguard", "sim", "--port",
                                      str(sim_port)], env, sim_port, self._tmp / "sim.log", "")

@@ -35,6 +35,8 @@ class RaceConfig:
     redis_url: str | None = None
     concurrency: int = 50
     requests: int | None = None
+    #: Per-scenario sizes, overriding ``requests`` (tests keep CI runs small with it).
+    sizes: dict[str, int] = field(default_factory=dict)
     json_path: Path | None = None
     webhook_secret: str | None = None
     sim_url: str | None = None
