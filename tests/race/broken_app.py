@@ -32,8 +32,9 @@ def _problem(status: int, code: str, detail: str) -> JSONResponse:
     )
 
 
-def create_app(admin_token: str) -> FastAPI:
-    app = FastAPI(title="broken payments")
+def create_app(admin_token: str, *, openapi: bool = True) -> FastAPI:
+    # Without an OpenAPI document the harness must find missing routes from their 404/405.
+    app = FastAPI(title="broken payments", openapi_url="/openapi.json" if openapi else None)
     tokens: dict[str, str] = {}  # token -> user id
     balances: dict[str, int] = {}
     products: dict[str, dict[str, Any]] = {}

@@ -26,11 +26,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def broken_app() -> Iterator[LiveApp]:
+@pytest.fixture(params=[True], ids=["openapi"])
+def broken_app(request: pytest.FixtureRequest) -> Iterator[LiveApp]:
     token = "broken-admin"
     port = _free_port()
-    config = uvicorn.Config(create_app(token), host="127.0.0.1", port=port,
+    config = uvicorn.Config(create_app(token, openapi=request.param), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="off", loop="asyncio")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

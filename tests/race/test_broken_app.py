@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from payguard.cli.main import app
@@ -48,6 +49,21 @@ async def test_harness_catches_duplicate_receipts_and_lost_money(broken_app: Liv
     # Checkout routes do not exist there: skipped, never passed.
     assert results["class-rep"].status is ScenarioStatus.SKIPPED
     assert "POST /api/checkout/sessions" in results["class-rep"].reason
+
+
+@pytest.mark.parametrize("broken_app", [False], ids=["no-openapi"], indirect=True)
+async def test_missing_routes_found_without_openapi(broken_app: LiveApp) -> None:
+    report = await run_race_async(RaceConfig(
+        scenarios=["class-rep", "stock", "receipts"], url=broken_app.url,
+        admin_token=broken_app.admin_token, sizes={"receipts": 20}, progress=False,
+    ))
+    results = {r.name: r for r in report.results}
+    # class-rep fails at its first call (POST /api/admin/programs: 404 without a problem
+    # code); stock after racing purchases, at GET /api/products/{id} (404 likewise).
+    assert results["class-rep"].status is ScenarioStatus.SKIPPED
+    assert "/api/admin/programs" in results["class-rep"].reason
+    assert results["stock"].status is ScenarioStatus.SKIPPED
+    assert results["receipts"].status is ScenarioStatus.BROKEN
 
 
 def test_cli_exits_1_and_writes_json(broken_app: LiveApp, tmp_path: Path) -> None:
