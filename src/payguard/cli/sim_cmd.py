@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 import uvicorn
 
@@ -12,8 +14,8 @@ __all__ = ["sim"]
 
 
 def sim(
-    port: int = typer.Option(12111, help="Port to listen on."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 12111,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
 ) -> None:
     """Run the Stripe-compatible simulator. Point PAYGUARD_STRIPE_API_BASE at it."""
     settings = load_settings()

@@ -160,7 +160,7 @@ class Simulator:
             return status, body, False, self.deliverer.plan(txn)
 
         (status, body, replayed, planned), _ = await self.store.run(
-            work, base_url=_base_url(request))
+            work, base_url=_base_url(request), write=request.method != "GET")
         self.deliverer.start(planned)
         headers = {"Request-Id": objects.new_id("req_")}
         if key:
@@ -214,7 +214,7 @@ class Simulator:
             session["_line_items"] = objects.session_line_items(txn, session_id)
             return session, self.deliverer.plan(txn)
 
-        (session, planned), _ = await self.store.run(work)
+        (session, planned), _ = await self.store.run(work, write=False)
         self.deliverer.start(planned)
         return session
 

@@ -123,6 +123,8 @@ def expire_due(txn: Txn) -> None:
     rows = txn.conn.execute(
         "SELECT data FROM sessions WHERE status = 'open' AND expires_at <= ?", (txn.now,)
     ).fetchall()
+    if rows:
+        txn.require_write()
     for (data,) in rows:
         _expire(txn, json.loads(data))
 

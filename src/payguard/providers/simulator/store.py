@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["EventRecord", "SimStore", "Txn"]
+__all__ = ["EventRecord", "NeedsWrite", "SimStore", "Txn"]
 
 T = TypeVar("T")
 
@@ -55,6 +55,10 @@ class EventRecord:
     body: str  # the exact JSON delivered (and signed) on every attempt
 
 
+class NeedsWrite(Exception):
+    """Raised by an operation run read-only that turns out to have something to write."""
+
+
 @dataclass
 class Txn:
     """One open write transaction plus what it produced for after the commit."""
@@ -62,7 +66,12 @@ class Txn:
     conn: sqlite3.Connection
     now: int
     base_url: str = ""
+    readonly: bool = False
     events: list[EventRecord] = field(default_factory=list)
+
+    def require_write(self) -> None:
+        if self.readonly:
+            raise NeedsWrite
 
     def get(self, table: str, ident: str) -> dict[str, Any] | None:
         row = self.conn.execute(f"SELECT data FROM {table} WHERE id = ?", (ident,)).fetchone()
@@ -82,6 +91,10 @@ class SimStore:
         self._busy_timeout = busy_timeout
         self._ready = False
         self._init_lock = asyncio.Lock()
+        # One writer per process at a time: threads of one process queue here instead of
+        # in SQLite's busy handler, whose sleeps (up to 100 ms) would dominate under load.
+        # Other processes still serialize on SQLite's own lock.
+        self._write_lock = asyncio.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so the write lock is
@@ -107,11 +120,13 @@ class SimStore:
                 await asyncio.to_thread(self._init_sync)
                 self._ready = True
 
-    def _run_sync(self, fn: Callable[[Txn], T], base_url: str) -> tuple[T, list[EventRecord]]:
+    def _run_sync(self, fn: Callable[[Txn], T], base_url: str,
+                  write: bool) -> tuple[T, list[EventRecord]]:
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            txn = Txn(conn=conn, now=int(time.time()), base_url=base_url)
+            # Reads take a WAL snapshot (no lock); writes take the write lock up front.
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            txn = Txn(conn=conn, now=int(time.time()), base_url=base_url, readonly=not write)
             try:
                 result = fn(txn)
             except BaseException:
@@ -123,11 +138,21 @@ class SimStore:
             conn.close()
 
     async def run(
-        self, fn: Callable[[Txn], T], *, base_url: str = ""
+        self, fn: Callable[[Txn], T], *, base_url: str = "", write: bool = True
     ) -> tuple[T, list[EventRecord]]:
-        """Run ``fn`` in one write transaction; returns its result and the events it emitted."""
+        """Run ``fn`` in one transaction; returns its result and the events it emitted.
+
+        With ``write=False`` it runs on a read snapshot first and is re-run as a write
+        transaction only if it calls ``txn.require_write()``.
+        """
         await self.ensure_ready()
-        return await asyncio.to_thread(self._run_sync, fn, base_url)
+        if not write:
+            try:
+                return await asyncio.to_thread(self._run_sync, fn, base_url, False)
+            except NeedsWrite:
+                pass
+        async with self._write_lock:
+            return await asyncio.to_thread(self._run_sync, fn, base_url, True)
 
     def _read_sync(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         conn = self._connect()
