@@ -7,6 +7,8 @@ Keys (``prefix`` is configurable so deployments and test runs never collide)::
     {prefix}fence:{key}    the fencing counter; never expires, so tokens only grow
     {prefix}released       pub/sub channel; a release publishes the key
 
+Expiry times are Redis's own (``PEXPIRETIME``, Redis >= 7.0), never the client's clock.
+
 Waiters register with one shared subscriber before they try, so a release that lands
 between a failed try and the wait is never missed. Each release wakes the oldest local
 waiter for that key (a waiter that gives up after being woken passes the wake on). A lease
@@ -45,8 +47,7 @@ _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local token = redis.call('INCR', KEYS[2])
-  local t = redis.call('TIME')
-  return {token, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])}
+  return {token, redis.call('PEXPIRETIME', KEYS[1])}
 end
 return {0, redis.call('PTTL', KEYS[1])}
 """
@@ -69,8 +70,7 @@ if tonumber(ARGV[2]) <= 0 then
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+  return redis.call('PEXPIRETIME', KEYS[1])
 end
 return 0
 """
@@ -268,21 +268,16 @@ class RedisBackend:
                 for name in names:
                     key = name[len(lock_prefix):]
                     pipe.get(self._fence_key(key))
-                    pipe.pttl(name)
+                    pipe.pexpiretime(name)
                 values = await pipe.execute()
-            now_ms = int(await self._server_time_ms())
         except _DOWN as exc:
             raise self._down(exc) from exc
         held = []
         for i, name in enumerate(names):
-            token, pttl = values[2 * i], values[2 * i + 1]
-            if token is not None and int(pttl) > 0:
-                held.append(HeldLock(name[len(lock_prefix):], int(token), now_ms + int(pttl)))
+            token, expires_at_ms = values[2 * i], values[2 * i + 1]
+            if token is not None and int(expires_at_ms) > 0:  # -2: gone since the scan
+                held.append(HeldLock(name[len(lock_prefix):], int(token), int(expires_at_ms)))
         return held
-
-    async def _server_time_ms(self) -> int:
-        seconds, micros = await self._client.time()
-        return int(seconds) * 1000 + int(micros) // 1000
 
     async def healthy(self) -> bool:
         try:
