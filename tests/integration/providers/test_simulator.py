@@ -4,11 +4,14 @@ the hosted page without JavaScript, and mounting under /sim as ``payguard serve`
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
+from payguard.errors import ProviderUnavailable
 from payguard.providers import StripeProvider, create_provider
 from payguard.providers.simulator import create_simulator_app
 from tests.integration.providers.conftest import (
@@ -95,3 +98,33 @@ async def test_mounted_under_sim_with_the_default_api_base(tmp_path: Path) -> No
                 await provider.close()
     finally:
         await sim_app.state.simulator.aclose()
+
+
+async def test_concurrent_pays_complete_a_session_once(start_sim: SimFactory) -> None:
+    a = await start_sim()
+    b = await start_sim()
+    provider = StripeProvider(make_settings(a.tmp_path, stripe_api_base=a.url))
+    try:
+        session = await create_session(provider)
+        responses = await asyncio.gather(*[
+            h.http.post(f"{h.url}/checkout/{session.id}/pay", json={"outcome": "succeeded"})
+            for h in (a, b) * 4])
+        assert sorted(r.status_code for r in responses) == [200] + [400] * 7
+        rows = await a.settled(session.id)
+        assert [(r["event_type"], r["state"]) for r in rows] == [
+            ("checkout.session.completed", "delivered")]
+    finally:
+        await provider.close()
+
+
+async def test_injected_failure_is_not_stored_under_the_key(start_sim: SimFactory) -> None:
+    sim = await start_sim(failure_rate=1.0)
+    provider = StripeProvider(make_settings(sim.tmp_path, stripe_api_base=sim.url))
+    try:
+        with pytest.raises(ProviderUnavailable):
+            await create_session(provider, key="retry-me")
+        sim.sim.options = replace(sim.sim.options, failure_rate=0.0)
+        first = await create_session(provider, key="retry-me")
+        assert await create_session(provider, key="retry-me") == first
+    finally:
+        await provider.close()
