@@ -229,7 +229,13 @@ def _backoff(attempt: int) -> float:
 
 
 def _route_missing(reply: Reply) -> bool:
-    """405, or a 404 that is not the contract's ``NOT_FOUND`` problem for an unknown id."""
+    """405, or a 404 that is no error *about something* (a problem ``code``, or Stripe's
+    ``error`` object from the simulator): the framework's bare "Not Found" for a route.
+
+    A server that renders route 404s as ``NOT_FOUND`` problems is recognised from its
+    OpenAPI document instead (``load_routes``).
+    """
     if reply.status == 405:
         return True
-    return reply.code != "NOT_FOUND"
+    body = reply.body
+    return not (isinstance(body, dict) and ("code" in body or "error" in body))

@@ -22,6 +22,7 @@ __all__ = [
     "expect_outcomes",
     "gather",
     "outcome_counts",
+    "outcome_label_reply",
     "register",
 ]
 
