@@ -42,6 +42,8 @@ class _Entry:
 
 class LocalBackend:
     name = "local"
+    #: ``release`` has no await inside: the service can skip shielding it (a task per release).
+    release_never_suspends = True
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}

@@ -156,8 +156,12 @@ class LockService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
             try:
-                # Shielded so a cancelled task still gives the key back.
-                await asyncio.shield(lease.release())
+                if getattr(self._backend, "release_never_suspends", False):
+                    # Nothing to interrupt: cancellation only lands at a suspension point.
+                    await lease.release()
+                else:
+                    # Shielded so a cancelled task still gives the key back.
+                    await asyncio.shield(lease.release())
             except LockNotOwned:
                 log.warning("lease on %r was lost before release (token %d)",
                             key, lease.fencing_token)
