@@ -105,3 +105,62 @@ async def test_redis_down_is_a_fast_clear_error(redis_prefix: str) -> None:
         assert stats["acquired_total"] == 0
     finally:
         await svc.close()
+
+
+class _Proxy:
+    """A TCP pass-through to Redis that the test can cut, as when Redis goes down."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target_port = target_port
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+
+async def test_redis_going_down_mid_hold_marks_the_lease_lost(
+        redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    from urllib.parse import urlsplit
+
+    proxy = _Proxy(urlsplit(redis_url).port or 6379)
+    await proxy.start()
+    svc = LockService(RedisBackend(f"redis://127.0.0.1:{proxy.port}/0", prefix=redis_prefix))
+    try:
+        async with svc.hold("k", ttl=0.3, wait=0, auto_renew=True) as lease:
+            await proxy.cut()
+            await asyncio.sleep(0.4)  # the renewal at ~0.1 s fails; the lease runs out
+            assert lease.lost
+            assert lease.renewals == 0
+        # Leaving the block did not raise: the release failure is logged, not masking.
+        assert "releasing lease on 'k' failed" in caplog.text
+        assert (await svc.stats())["health"] == "down"
+        with pytest.raises(LockBackendUnavailable):
+            await svc.acquire("k", wait=0)
+    finally:
+        await svc.close()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from payguard.config import Settings
-from payguard.locks import LockBackendConfigError, choose_backend
+from payguard.locks import LockBackendConfigError, choose_backend, create_lock_service
+from payguard.store.engine import create_engine
+from payguard.store.uow import Database
 
 SQLITE = "sqlite:////tmp/x.db"
 PG = "postgresql://u@h/db"
@@ -35,3 +39,17 @@ def test_local_with_several_workers_is_refused_clearly() -> None:
 def test_redis_without_url_is_refused() -> None:
     with pytest.raises(LockBackendConfigError, match="PAYGUARD_REDIS_URL"):
         choose_backend(Settings(lock_backend="redis", database_url=SQLITE), 1)
+
+
+@pytest.mark.parametrize(("redis", "workers", "expected"), [
+    (None, 1, "local"), (None, 2, "sql"), ("redis://127.0.0.1:6379/0", 1, "redis")])
+async def test_create_lock_service_builds_the_chosen_backend(
+        tmp_path: Path, redis: str | None, workers: int, expected: str) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", redis_url=redis)
+    database = Database(create_engine(settings.resolved_database_url))
+    svc = create_lock_service(settings, database, workers=workers)  # connects lazily
+    try:
+        assert svc.backend.name == expected == svc.backend_name
+    finally:
+        await svc.close()
+        await database.dispose()
