@@ -40,10 +40,14 @@ class Settings(BaseSettings):
     provider_queue: int = Field(default=1000, ge=0)
     provider_timeout: float = Field(default=10.0, gt=0)
     checkout_lock_wait: float = Field(default=2.0, ge=0)
-    checkout_expires_after: int = Field(default=1800, ge=60)
+    # Stripe refuses checkout sessions that expire in under 30 minutes; 31 leaves room for
+    # the time between computing expires_at and Stripe receiving it.
+    checkout_expires_after: int = Field(default=1860, ge=60)
 
     smtp_url: str | None = None
     mail_from: str = "payguard@localhost"
+    outbox_max_attempts: int = Field(default=10, ge=1)
+    outbox_interval: float = Field(default=1.0, gt=0)
 
     stuck_after: int = Field(default=3600, ge=0)
     reconcile_interval: float = Field(default=60.0, ge=0)
@@ -52,6 +56,9 @@ class Settings(BaseSettings):
     sim_latency_ms: int = Field(default=0, ge=0)
     sim_duplicate_deliveries: int = Field(default=1, ge=1)
     sim_drop_webhooks: bool = False
+    sim_webhook_url: str | None = None
+    sim_webhook_attempts: int = Field(default=8, ge=1)
+    sim_webhook_backoff: float = Field(default=0.5, gt=0)
 
     # Seconds a request may be held inside the purchase handler; a test hook that lets the
     # crash-safety tests SIGKILL the server while requests are in flight. Never set in production.

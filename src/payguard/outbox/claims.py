@@ -57,9 +57,11 @@ def _held(msg: ClaimedMessage) -> ColumnElement[bool]:
     return and_(om.c.id == msg.id, om.c.state == "pending", om.c.attempts == msg.attempt)
 
 
-async def mark_sent(conn: AsyncConnection, msg: ClaimedMessage, *, now: datetime) -> bool:
+async def mark_sent(conn: AsyncConnection, msg: ClaimedMessage, *, now: datetime,
+                    transport: str | None = None) -> bool:
     """Record delivery; False if our claim was taken over (then the other claim decides)."""
-    stmt = update(om).where(_held(msg)).values(state="sent", sent_at=now, claimed_until=None)
+    stmt = update(om).where(_held(msg)).values(state="sent", sent_at=now, claimed_until=None,
+                                               transport=transport)
     return (await conn.execute(stmt)).rowcount == 1
 
 

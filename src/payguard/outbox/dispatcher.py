@@ -73,7 +73,7 @@ class OutboxDispatcher:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_attempts: int = (max_attempts if max_attempts is not None
-                                  else int(getattr(settings, "outbox_max_attempts", 10)))
+                                  else settings.outbox_max_attempts)
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.clock = clock
@@ -175,7 +175,8 @@ class OutboxDispatcher:
             return await self._failed(msg, f"{type(exc).__name__}: {exc}",
                                       final=msg.attempt >= self.max_attempts)
         now = self.clock()
-        if await self._record(lambda conn: claims.mark_sent(conn, msg, now=now)):
+        if await self._record(lambda conn: claims.mark_sent(conn, msg, now=now,
+                                                              transport=self.transport.name)):
             self.sent_total += 1
             return "sent"
         return self._lost(msg)

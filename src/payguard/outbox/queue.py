@@ -68,14 +68,14 @@ async def list_mailbox(conn: AsyncConnection, *, user_id: str | None = None,
     """Delivered messages, newest first, optionally only ``user_id``'s.
 
     In mailbox mode (no SMTP configured) marking a row ``sent`` is the delivery, so this
-    is the inbox. The table has no transport column yet: messages sent by SMTP are listed
-    too, which only matters if a deployment switches from mailbox to SMTP.
+    is the inbox; messages that went out by SMTP are not listed.
     """
     if not 1 <= limit <= 500:
         raise ValueError("limit must be 1..500")
     stmt = select(om.c.id, om.c.dedupe_key, om.c.kind, om.c.recipient, om.c.subject,
                   om.c.body, om.c.purchase_id, om.c.user_id, om.c.created_at,
-                  om.c.sent_at).where(om.c.state == "sent")
+                  om.c.sent_at).where(om.c.state == "sent",
+                                         om.c.transport == "mailbox")
     if user_id is not None:
         stmt = stmt.where(om.c.user_id == user_id)
     stmt = stmt.order_by(om.c.sent_at.desc(), om.c.id.desc()).limit(limit)

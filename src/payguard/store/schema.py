@@ -237,6 +237,10 @@ purchases = Table(
     Column("updated_at", TS, nullable=False),
     Column("completed_at", TS),
     Column("refunded_at", TS),
+    # Card refunds go through the provider after the refund is booked: "pending" until the
+    # provider confirms, retried by the reconciler; "done" with the provider's refund id.
+    Column("refund_status", String(10)),
+    Column("refund_id", String(255)),
     # Reconciler bookkeeping: when to look at a stuck purchase next, and how often it did.
     Column("next_check_at", TS),
     Column("check_attempts", Integer, nullable=False, server_default="0"),
@@ -248,6 +252,9 @@ purchases = Table(
     CheckConstraint("payment_method IN ('wallet', 'card')", name="method_known"),
     CheckConstraint("quantity > 0", name="quantity_positive"),
     CheckConstraint("amount >= 0", name="amount_not_negative"),
+    CheckConstraint("refund_status IS NULL OR refund_status IN ('pending', 'done')",
+                    name="refund_status_known"),
+    Index("ix_purchases_refund_status", "refund_status"),
     Index("ix_purchases_user_created", "user_id", "created_at"),
     Index("ix_purchases_status_created", "status", "created_at"),
     # Never two pending checkouts of one item for one user, whatever the app does.
@@ -373,6 +380,7 @@ outbox_messages = Table(
     Column("next_attempt_at", TS, nullable=False),
     Column("claimed_until", TS),
     Column("sent_at", TS),
+    Column("transport", String(10)),
     Column("last_error", Text),
     Column("created_at", TS, nullable=False),
     CheckConstraint("state IN ('pending', 'sent', 'dead')", name="state_known"),

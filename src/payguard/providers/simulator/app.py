@@ -49,7 +49,7 @@ class SimulatorOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SimulatorOptions:
-        url = (getattr(settings, "sim_webhook_url", None)
+        url = (settings.sim_webhook_url
                or settings.public_url.rstrip("/") + "/api/webhooks/stripe")
         return cls(
             db_path=Path(settings.data_dir) / "simulator.db",
@@ -59,8 +59,8 @@ class SimulatorOptions:
                 secret=settings.stripe_webhook_secret,
                 duplicates=settings.sim_duplicate_deliveries,
                 drop=settings.sim_drop_webhooks,
-                attempts=int(getattr(settings, "sim_webhook_attempts", 8)),
-                backoff=float(getattr(settings, "sim_webhook_backoff", 0.5)),
+                attempts=settings.sim_webhook_attempts,
+                backoff=settings.sim_webhook_backoff,
             ),
             failure_rate=settings.sim_failure_rate,
             latency_ms=settings.sim_latency_ms,

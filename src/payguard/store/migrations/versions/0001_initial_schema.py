@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 03:18:50.626621
+Create Date: 2026-11-22
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def upgrade() -> None:
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True),
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('transport', sa.String(length=10), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("state IN ('pending', 'sent', 'dead')", name=op.f('ck_outbox_messages_state_known')),
@@ -225,10 +226,13 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('refunded_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('refund_status', sa.String(length=10), nullable=True),
+    sa.Column('refund_id', sa.String(length=255), nullable=True),
     sa.Column('next_check_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('check_attempts', sa.Integer(), server_default='0', nullable=False),
     sa.CheckConstraint("kind IN ('product', 'program', 'topup')", name=op.f('ck_purchases_kind_known')),
     sa.CheckConstraint("payment_method IN ('wallet', 'card')", name=op.f('ck_purchases_method_known')),
+    sa.CheckConstraint("refund_status IS NULL OR refund_status IN ('pending', 'done')", name=op.f('ck_purchases_refund_status_known')),
     sa.CheckConstraint("status IN ('pending', 'completed', 'failed', 'canceled', 'expired', 'refunded')", name=op.f('ck_purchases_status_known')),
     sa.CheckConstraint('amount >= 0', name=op.f('ck_purchases_amount_not_negative')),
     sa.CheckConstraint('quantity > 0', name=op.f('ck_purchases_quantity_positive')),
@@ -241,6 +245,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('receipt_number', name=op.f('uq_purchases_receipt_number'))
     )
     with op.batch_alter_table('purchases', schema=None) as batch_op:
+        batch_op.create_index('ix_purchases_refund_status', ['refund_status'], unique=False)
         batch_op.create_index('ix_purchases_status_created', ['status', 'created_at'], unique=False)
         batch_op.create_index('ix_purchases_user_created', ['user_id', 'created_at'], unique=False)
         batch_op.create_index('uq_purchases_one_pending_checkout', ['user_id', 'item_key'], unique=True, postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
@@ -307,6 +312,7 @@ def downgrade() -> None:
         batch_op.drop_index('uq_purchases_one_pending_checkout', postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
         batch_op.drop_index('ix_purchases_user_created')
         batch_op.drop_index('ix_purchases_status_created')
+        batch_op.drop_index('ix_purchases_refund_status')
 
     op.drop_table('purchases')
     with op.batch_alter_table('stock_items', schema=None) as batch_op:
