@@ -14,12 +14,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payguard.api import problems
 from payguard.api.logging import RequestLogMiddleware, configure_logging
-from payguard.api.routes import admin, ops, user
+from payguard.api.routes import admin, checkout, ops, user
 from payguard.clock import utcnow
 from payguard.config import Settings
 from payguard.errors import PayguardError
 from payguard.idempotency import IdempotencyGuard
 from payguard.idempotency.store import reap_expired
+from payguard.locks import create_lock_service
+from payguard.outbox import OutboxDispatcher
+from payguard.providers import create_provider
 from payguard.service.context import AppContext
 from payguard.store.engine import create_engine
 from payguard.store.migrate import migrate
@@ -38,8 +41,31 @@ async def build_context(settings: Settings) -> AppContext:
         db, ttl=settings.idempotency_ttl, lock_timeout=settings.idempotency_lock_timeout,
         render_error=problems.render_error, hold_seconds=settings.test_hold_seconds,
     )
-    return AppContext(settings=settings, db=db, guard=guard,
-                      admin_token=settings.ensure_admin_token())
+    ctx = AppContext(settings=settings, db=db, guard=guard,
+                     admin_token=settings.ensure_admin_token())
+    ctx.locks = create_lock_service(settings, db)
+    ctx.provider = create_provider(settings)
+    ctx.outbox = OutboxDispatcher(db, settings)
+    if ctx.locks.backend == "redis":
+        ctx.extras["redis_ping"] = _redis_ping(ctx)
+    return ctx
+
+
+def _redis_ping(ctx: AppContext) -> Callable[[], Awaitable[bool]]:
+    async def ping() -> bool:
+        stats = await ctx.locks.stats()
+        return bool(stats["health"] == "ok")
+
+    return ping
+
+
+async def close_context(ctx: AppContext) -> None:
+    for closer in (ctx.provider.close, ctx.locks.close):
+        try:
+            await closer()
+        except Exception:
+            log.exception("closing %s failed", closer)
+    await ctx.db.dispose()
 
 
 async def reap_idempotency_keys(db: Database) -> int:
@@ -56,27 +82,42 @@ async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str
         await asyncio.sleep(seconds)
         try:
             await job()
-        except Exception:  # noqa: BLE001 - a periodic job must survive a bad round
+        except Exception:
             log.exception("periodic job %s failed", name)
 
 
 def create_app(settings: Settings) -> FastAPI:
+    sim_app = None
+    if settings.provider == "simulated" and not settings.stripe_api_base:
+        from payguard.providers.simulator import create_simulator_app
+
+        sim_app = create_simulator_app(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if sim_app is not None:  # Starlette does not run a mounted app's lifespan
+            await sim_app.state.simulator.store.ensure_ready()
         ctx = await build_context(settings)
         app.state.ctx = ctx
-        tasks = [asyncio.create_task(_every(
-            min(3600.0, max(1.0, settings.idempotency_ttl / 10)),
-            lambda: reap_idempotency_keys(ctx.db), "idempotency-reaper"))]
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(_every(
+                min(3600.0, max(1.0, settings.idempotency_ttl / 10)),
+                lambda: reap_idempotency_keys(ctx.db), "idempotency-reaper")),
+            asyncio.create_task(ctx.outbox.run_forever(stop, settings.outbox_interval)),
+        ]
         try:
             yield
         finally:
+            stop.set()
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await ctx.db.dispose()
+            await close_context(ctx)
+            if sim_app is not None:
+                await sim_app.state.simulator.aclose()
 
     app = FastAPI(title="payguard", version="0.1.0", lifespan=lifespan,
                   docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
@@ -87,6 +128,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(user.router)
+    app.include_router(checkout.router)
+    if sim_app is not None:
+        app.mount("/sim", sim_app)
     app.add_middleware(RequestLogMiddleware, enabled=settings.log_requests)
     return app
 

@@ -23,6 +23,7 @@ __all__ = [
     "check_amount",
     "json_response",
     "run_idempotent",
+    "run_idempotent_phased",
 ]
 
 
@@ -96,5 +97,27 @@ async def run_idempotent(
     outcome = await ctx.guard.execute(
         principal=principal.scope, key=key, method=request.method, path=request.url.path,
         body=await request.body(), effects=effects,
+    )
+    return to_response(outcome.response, replayed=outcome.replayed)
+
+
+async def run_idempotent_phased(
+    request: Request,
+    ctx: AppContext,
+    principal: Principal,
+    handler: Callable[[Claim | None], Awaitable[StoredResponse]],
+    *,
+    required: bool,
+) -> Response:
+    """Like ``run_idempotent`` for operations that call the provider between their own
+    short transactions: ``handler`` commits its phases and gets the claim to record
+    recovery points on."""
+    key = parse_key(request.headers.get("idempotency-key"), required=required)
+    if key is None:
+        return to_response(await handler(None))
+    request.state.idempotency_key = key
+    outcome = await ctx.guard.execute_phased(
+        principal=principal.scope, key=key, method=request.method, path=request.url.path,
+        body=await request.body(), handler=handler,
     )
     return to_response(outcome.response, replayed=outcome.replayed)

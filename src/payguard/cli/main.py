@@ -65,7 +65,7 @@ def check_lock_backend(settings: Settings, workers: int) -> None:
         return
     try:
         choose_backend(settings, workers)
-    except Exception as exc:  # noqa: BLE001 - shown to the operator as is
+    except Exception as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
 

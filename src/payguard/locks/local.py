@@ -134,6 +134,8 @@ class LocalBackend:
         return self._release_owned(key, owner)
 
     async def extend(self, key: str, owner: str, ttl_ms: int) -> int | None:
+        if ttl_ms <= 0:
+            raise ValueError("a lease TTL must be positive")
         entry = self._entries.get(key)
         if entry is None or entry.owner != owner or entry.expires_at_ms <= _now_ms():
             return None

@@ -22,8 +22,9 @@ from typing import Any
 
 from payguard.clock import isoformat
 from payguard.errors import LockNotOwned, LockTimeout
+from payguard.locks.errors import LockBackendUnavailable
 from payguard.locks.stats import LockCounters
-from payguard.locks.types import LockBackend
+from payguard.locks.types import HeldLock, LockBackend
 
 __all__ = ["Lease", "LockService"]
 
@@ -80,7 +81,7 @@ class Lease:
         if self._released:
             raise LockNotOwned(f"lease on {self.key!r} was already released")
         started = time.monotonic()
-        expires_at_ms = await self._service.backend.extend(self.key, self.owner, ttl_ms)
+        expires_at_ms = await self._service.impl.extend(self.key, self.owner, ttl_ms)
         if expires_at_ms is None:
             self._mark_lost()
             raise LockNotOwned(f"lease on {self.key!r} lapsed or belongs to someone else")
@@ -94,7 +95,7 @@ class Lease:
             return
         self._released = True
         self._service.counters.released()
-        if not await self._service.backend.release(self.key, self.owner):
+        if not await self._service.impl.release(self.key, self.owner):
             self._mark_lost()
             raise LockNotOwned(f"lease on {self.key!r} lapsed and was not released by its owner")
 
@@ -107,12 +108,14 @@ class LockService:
         self.counters = LockCounters()
 
     @property
-    def backend(self) -> LockBackend:
-        return self._backend
+    def backend(self) -> str:
+        """``"local"``, ``"sql"`` or ``"redis"``."""
+        return self._backend.name
 
     @property
-    def backend_name(self) -> str:
-        return self._backend.name
+    def impl(self) -> LockBackend:
+        """The backend object itself (diagnostics and tests)."""
+        return self._backend
 
     async def acquire(self, key: str, *, ttl: float = 30.0, wait: float = 2.0) -> Lease:
         """Take ``key`` within ``wait`` seconds (0: try once) or raise ``LockTimeout``.
@@ -190,7 +193,12 @@ class LockService:
         it. The totals and waits are this process's since start.
         """
         healthy = await self._backend.healthy()
-        held = await self._backend.held() if healthy else []
+        held: list[HeldLock] = []
+        if healthy:
+            try:
+                held = await self._backend.held()
+            except LockBackendUnavailable:  # went down between the two calls
+                healthy = False
         c = self.counters
         return {
             "backend": self._backend.name,

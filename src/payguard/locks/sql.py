@@ -12,6 +12,8 @@ Waiting is a poll with jittered exponential backoff. Neither SQLite nor a portab
 PostgreSQL setup gives us a wake-up signal tied to a row (LISTEN/NOTIFY needs a dedicated
 connection per process and is lost across reconnects); a try is a single indexed upsert,
 so polling with a short, randomised back-off is cheap and keeps contenders out of lockstep.
+The price: waiters are not served in arrival order (local is FIFO; here the luckiest poll
+wins), and a hand-off takes up to one back-off step (at most ``_POLL_MAX``).
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class SqlBackend:
         return int(await self._execute(stmt)) == 1
 
     async def extend(self, key: str, owner: str, ttl_ms: int) -> int | None:
+        if ttl_ms <= 0:  # would end the lease while reporting it extended
+            raise ValueError("a lease TTL must be positive")
         row = lock_leases.c
         stmt = (update(lock_leases)
                 .where(row.key == key, row.owner == owner, row.expires_at_ms > self._now)

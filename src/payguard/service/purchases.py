@@ -89,7 +89,7 @@ async def purchase_with_wallet(uow: UnitOfWork, settings: Settings, user: Princi
     if not await capacity.reserve(conn, stock_capacity_key(product_id), purchase_id,
                                   quantity, keep_now=True, now=now):
         raise OutOfStock(f"fewer than {quantity} items of {product.sku} left")
-    items = await assign_items(conn, product_id, purchase_id, quantity)
+    await assign_items(conn, product_id, purchase_id, quantity)
     order_number = await next_order_number(conn, settings, now)
     await conn.execute(insert(purchases).values(
         id=purchase_id, user_id=user.user_id, order_number=order_number, kind="product",

@@ -61,6 +61,7 @@ def purchase_view(row: Any, items: Sequence[str]) -> dict[str, Any]:
         "created_at": isoformat(row.created_at),
         "completed_at": isoformat(row.completed_at),
         "refunded_at": isoformat(row.refunded_at),
+        "refund_status": row.refund_status,
     }
 
 

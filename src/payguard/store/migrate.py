@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from payguard.store.engine import null_pool_engine
 
-__all__ = ["migrate", "alembic_config"]
+__all__ = ["alembic_config", "migrate"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _ADVISORY_KEY = 0x70617967  # "payg"
@@ -50,7 +50,7 @@ async def migrate(url: str) -> None:
     if url.startswith("sqlite"):
         db_path = Path(url.split(":///", 1)[1])
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = open(db_path.with_suffix(".migrate.lock"), "w")  # noqa: SIM115
+        lock_file = open(db_path.with_suffix(".migrate.lock"), "w")
         fcntl.flock(lock_file, fcntl.LOCK_EX)
     engine = null_pool_engine(url)
     try:

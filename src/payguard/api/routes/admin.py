@@ -5,15 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy import select
 from starlette.responses import Response
 
-from payguard.api.deps import Admin, Ctx, check_amount, json_response, run_idempotent
+from payguard.api.deps import (
+    Admin,
+    Ctx,
+    check_amount,
+    json_response,
+    run_idempotent,
+    run_idempotent_phased,
+)
 from payguard.api.schemas import AdjustmentIn, ItemsIn, ProductIn, ProgramIn, RefundIn, UserIn
 from payguard.idempotency import Claim, StoredResponse
 from payguard.sequences import list_sequences
-from payguard.service import catalog, purchases, users, wallets
+from payguard.service import catalog, lifecycle, purchases, users, wallets
 from payguard.service.audit import run_audit
 from payguard.service.numbers import format_next
+from payguard.store.schema import purchases as purchases_table
 from payguard.store.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -89,6 +98,18 @@ async def adjust_wallet(user_id: str, body: AdjustmentIn, request: Request, ctx:
 @router.post("/purchases/{purchase_id}/refund")
 async def refund_purchase(purchase_id: str, body: RefundIn, request: Request, ctx: Ctx,
                           admin: Admin) -> Response:
+    request.state.purchase_id = purchase_id
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        method = await uow.conn.scalar(
+            select(purchases_table.c.payment_method).where(purchases_table.c.id == purchase_id))
+    if method == "card":
+        # Booked in one transaction, then sent to the provider (never inside it).
+        async def phased(_claim: Claim | None) -> StoredResponse:
+            refunded = await lifecycle.refund_card_purchase(ctx, purchase_id, body.reason)
+            return json_response(refunded)
+
+        return await run_idempotent_phased(request, ctx, admin, phased, required=True)
+
     async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
         refunded = await purchases.refund_wallet_purchase(uow, purchase_id, body.reason)
         return json_response(refunded)

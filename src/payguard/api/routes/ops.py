@@ -19,7 +19,7 @@ async def healthz(ctx: Ctx) -> Any:
     try:
         async with ctx.db.unit_of_work(readonly=True) as uow:
             await uow.conn.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001 - any failure is "down"
+    except Exception:
         status.update(status="degraded", database="down")
     redis_check = ctx.extras.get("redis_ping")
     if redis_check is not None:

@@ -1,0 +1,235 @@
+"""A card purchase's life after checkout: fulfil, close (cancel / fail / expire), refund.
+
+``fulfil`` is the one idempotent completion shared by the webhook, the reconciler and
+anything else that learns a session was paid: it locks the purchase row, checks its state
+and completes it once (receipt, seat or items kept, wallet credited, email queued). A
+payment that lands on a purchase that was closed meanwhile re-takes its seat or items if
+they are still free; otherwise the payment is refunded through the provider.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+
+from payguard import ledger
+from payguard.clock import utcnow
+from payguard.errors import ClassRepLimitReached, InvalidState, NotFound, OutOfStock
+from payguard.idempotency import outbound_key
+from payguard.outbox import confirmation_email, enqueue
+from payguard.providers import ProviderSession
+from payguard.service.catalog import program_capacity_key
+from payguard.service.context import AppContext
+from payguard.service.holds import keep_holds, release_holds
+from payguard.service.numbers import issue_receipt
+from payguard.service.principal import Principal
+from payguard.service.purchases import get_purchase
+from payguard.store.schema import purchases, users
+from payguard.store.uow import UnitOfWork
+
+__all__ = [
+    "close_pending",
+    "fulfil",
+    "fulfil_in",
+    "refund_card_purchase",
+    "send_pending_refund",
+]
+
+log = logging.getLogger("payguard.lifecycle")
+
+CLOSED = ("expired", "canceled", "failed")
+
+
+async def lock_purchase(uow: UnitOfWork, purchase_id: str) -> Any:
+    """The purchase row, locked until the transaction ends (SQLite: the write lock)."""
+    stmt = select(purchases).where(purchases.c.id == purchase_id)
+    if uow.dialect == "postgresql":
+        stmt = stmt.with_for_update()
+    return (await uow.conn.execute(stmt)).first()
+
+
+async def close_pending_in(uow: UnitOfWork, purchase_id: str, status: str, *,
+                           reason: str | None = None, user_id: str | None = None) -> Any:
+    """pending -> ``status`` and release the holds, in the caller's transaction, once."""
+    now = utcnow()
+    stmt = (
+        update(purchases)
+        .where(purchases.c.id == purchase_id, purchases.c.status == "pending")
+        .values(status=status, failure_reason=reason, updated_at=now)
+        .returning(*purchases.c)
+    )
+    if user_id is not None:
+        stmt = stmt.where(purchases.c.user_id == user_id)
+    row = (await uow.conn.execute(stmt)).first()
+    if row is not None:
+        await release_holds(uow.conn, row, now)
+    return row
+
+
+async def close_pending(ctx: AppContext, purchase_id: str, status: str, *,
+                        reason: str | None = None) -> bool:
+    async def tx(uow: UnitOfWork) -> bool:
+        row = await close_pending_in(uow, purchase_id, status, reason=reason)
+        await uow.commit()
+        return row is not None
+
+    return await ctx.db.run(tx)
+
+
+async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
+                    session: ProviderSession) -> str:
+    """Complete a paid purchase in the caller's transaction. Returns what happened:
+    ``completed``, ``already``, ``refund`` (late payment, seat gone: refund needed),
+    ``unknown``."""
+    conn, now = uow.conn, utcnow()
+    row = await lock_purchase(uow, purchase_id)
+    if row is None:
+        return "unknown"
+    if row.status in ("completed", "refunded"):
+        return "already"
+    late = row.status in CLOSED
+    try:
+        async with conn.begin_nested():
+            await keep_holds(conn, row, now)
+    except (ClassRepLimitReached, OutOfStock):
+        await conn.execute(
+            update(purchases).where(purchases.c.id == row.id).values(
+                status="refunded", refund_status="pending", refunded_at=now, updated_at=now,
+                provider_session_id=row.provider_session_id or session.id,
+                provider_payment_intent=session.payment_intent,
+                failure_reason="paid after the purchase closed and its seat or items were gone",
+            ))
+        return "refund"
+
+    amount, currency = int(row.amount), row.currency
+    card = await ledger.ensure_platform_account(conn, "card", currency, now)
+    if row.kind == "topup":
+        target = await ledger.ensure_wallet(conn, row.user_id, currency, now)
+    else:
+        target = await ledger.ensure_platform_account(conn, "revenue", currency, now)
+    if amount > 0:
+        await ledger.transfer(conn, debit=card, credit=target, amount=amount, currency=currency,
+                              kind="topup" if row.kind == "topup" else "card_payment",
+                              purchase_id=row.id, reason=f"card payment {row.order_number}",
+                              now=now)
+    receipt = await issue_receipt(conn, ctx.settings, purchase_id=row.id, amount=amount,
+                                  currency=currency, now=now)
+    await conn.execute(update(purchases).where(purchases.c.id == row.id).values(
+        status="completed", receipt_number=receipt, completed_at=now, updated_at=now,
+        provider_session_id=row.provider_session_id or session.id,
+        provider_payment_intent=session.payment_intent, card_brand=session.card_brand,
+        card_last4=session.card_last4, billing_name=session.customer_name,
+        billing_email=session.customer_email, expires_at=None,
+        failure_reason="completed after it had been closed" if late else None,
+    ))
+    user = (await conn.execute(select(users).where(users.c.id == row.user_id))).first()
+    view = await get_purchase(conn, Principal("admin"), row.id)
+    subject, body = confirmation_email({**view, **view["pricing"]}, user_email=user.email, user_name=user.name)
+    await enqueue(conn, dedupe_key=f"purchase-confirmation:{row.id}", kind="confirmation",
+                  recipient=user.email, subject=subject, body=body, purchase_id=row.id,
+                  user_id=row.user_id, now=now)
+    if ctx.outbox is not None:
+        uow.after_commit(ctx.outbox.wake)
+    return "completed"
+
+
+async def fulfil(ctx: AppContext, purchase_id: str, session: ProviderSession) -> str:
+    async def tx(uow: UnitOfWork) -> str:
+        outcome = await fulfil_in(uow, ctx, purchase_id, session)
+        await uow.commit()
+        return outcome
+
+    outcome = await ctx.db.run(tx)
+    if outcome == "refund":
+        await send_pending_refund(ctx, purchase_id)
+    return outcome
+
+
+async def send_pending_refund(ctx: AppContext, purchase_id: str) -> bool:
+    """Push a booked card refund to the provider; safe to repeat (derived key).
+
+    False when the provider could not be reached: the reconciler tries again later.
+    """
+    from payguard.errors import ProviderUnavailable
+
+    row = None
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        row = (await uow.conn.execute(select(purchases).where(
+            purchases.c.id == purchase_id, purchases.c.refund_status == "pending"))).first()
+    if row is None:
+        return True
+    payment_intent = row.provider_payment_intent
+    if payment_intent is None and row.provider_session_id:
+        try:
+            payment_intent = (await ctx.provider.retrieve_checkout_session(
+                row.provider_session_id)).payment_intent
+        except ProviderUnavailable:
+            return False
+    if payment_intent is None:
+        log.error("purchase %s: refund pending but no payment intent is known", purchase_id)
+        return False
+    try:
+        refund_id = await ctx.provider.refund(
+            payment_intent=payment_intent, amount=int(row.amount),
+            idempotency_key=outbound_key(row.id, "refund"), reason=row.failure_reason)
+    except ProviderUnavailable:
+        log.warning("purchase %s: provider refund failed; will retry", purchase_id)
+        return False
+
+    async def done(uow: UnitOfWork) -> None:
+        await uow.conn.execute(update(purchases).where(
+            purchases.c.id == purchase_id, purchases.c.refund_status == "pending"
+        ).values(refund_status="done", refund_id=refund_id, updated_at=utcnow()))
+        await uow.commit()
+
+    await ctx.db.run(done)
+    return True
+
+
+async def refund_card_purchase_in(uow: UnitOfWork, purchase_id: str, reason: str) -> Any:
+    """completed -> refunded for a card purchase: book it and release the seat, once."""
+    conn, now = uow.conn, utcnow()
+    row = (await conn.execute(
+        update(purchases)
+        .where(purchases.c.id == purchase_id, purchases.c.status == "completed",
+               purchases.c.payment_method == "card")
+        .values(status="refunded", refund_status="pending", refunded_at=now, updated_at=now,
+                failure_reason=reason)
+        .returning(*purchases.c)
+    )).first()
+    if row is None:
+        current = await conn.scalar(select(purchases.c.status).where(purchases.c.id == purchase_id))
+        if current is None:
+            raise NotFound(f"no purchase {purchase_id!r}")
+        raise InvalidState(f"purchase is {current}; only completed purchases can be refunded")
+    amount, currency = int(row.amount), row.currency
+    card = await ledger.ensure_platform_account(conn, "card", currency, now)
+    if row.kind == "topup":
+        source = ledger.wallet_account_id(row.user_id, currency)
+    else:
+        source = await ledger.ensure_platform_account(conn, "revenue", currency, now)
+    if amount > 0:
+        # A top-up refund takes the money back out of the wallet: refused if it was spent.
+        await ledger.transfer(conn, debit=source, credit=card, amount=amount,
+                              currency=currency, kind="refund", purchase_id=row.id,
+                              reason=reason, now=now)
+    if row.program_id and row.is_class_rep:
+        from payguard import capacity
+
+        await capacity.release(conn, program_capacity_key(row.program_id), row.id, now)
+    return row
+
+
+async def refund_card_purchase(ctx: AppContext, purchase_id: str, reason: str) -> dict[str, Any]:
+    async def tx(uow: UnitOfWork) -> None:
+        await refund_card_purchase_in(uow, purchase_id, reason)
+        await uow.commit()
+
+    await ctx.db.run(tx)
+    await send_pending_refund(ctx, purchase_id)
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await get_purchase(uow.conn, Principal("admin"), purchase_id)
+
+
