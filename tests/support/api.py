@@ -76,3 +76,39 @@ class ApiClient:
         r = await self.http.get("/api/admin/audit", headers=self.auth(self.admin_token))
         assert r.status_code == 200, r.text
         return dict(r.json())
+
+
+async def create_program(api: ApiClient, *, limit: int, full_price: int = 10_000,
+                         class_rep_discount: int = 2_000) -> dict[str, Any]:
+    return dict(await api.admin_post("/api/admin/programs", {
+        "title": f"Program {uuid.uuid4().hex[:6]}", "full_price": full_price,
+        "class_rep_limit": limit, "class_rep_discount": class_rep_discount,
+        "early_bird_discount": 0,
+    }))
+
+
+async def checkout(api: ApiClient, token: str, body: dict[str, Any], *,
+                   key: str | None = None) -> httpx.Response:
+    return await api.http.post("/api/checkout/sessions", json=body,
+                               headers=api.auth(token, key or str(uuid.uuid4())))
+
+
+async def pay(api: ApiClient, session_id: str, outcome: str = "succeeded") -> httpx.Response:
+    r = await api.http.post(f"/sim/checkout/{session_id}/pay", json={"outcome": outcome})
+    assert r.status_code == 200, r.text
+    return r
+
+
+async def wait_for_status(api: ApiClient, token: str, purchase_id: str, status: str,
+                          timeout: float = 20.0) -> dict[str, Any]:
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        r = await api.http.get(f"/api/purchases/{purchase_id}", headers=api.auth(token))
+        assert r.status_code == 200, r.text
+        body = dict(r.json())
+        if body["status"] == status:
+            return body
+        assert asyncio.get_running_loop().time() < deadline, f"still {body['status']}"
+        await asyncio.sleep(0.1)
