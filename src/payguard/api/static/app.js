@@ -68,7 +68,8 @@ function table(headers, rows, { empty = "Nothing here yet." } = {}) {
   return h("div", { class: "table-wrap" },
     h("table", null,
       h("thead", null, h("tr", null, headers.map((t) => h("th", { scope: "col", text: t })))),
-      h("tbody", null, rows.map((cells) => h("tr", null, cells.map((c) => h("td", null, c)))))));
+      h("tbody", null, rows.map((cells) => h("tr", null, cells.map((c) =>
+        h("td", { class: c instanceof HTMLButtonElement ? "act" : null }, c)))))));
 }
 
 function badge(text, kind) {
@@ -529,7 +530,7 @@ function moneyInput(form, name, { required = true, signed = false, currencyName 
     hint.textContent = /^-?\d+$/.test(input.value.trim()) ? `= ${formatMoney(Number(input.value), cur)}` : "minor units (cents)";
   };
   input.addEventListener("input", update);
-  form.addEventListener("input", (e) => { if (e.target && e.target.name === currencyName) update(); });
+  form.addEventListener("input", (e) => { if (e.target === form || e.target?.name === currencyName) update(); });
   queueMicrotask(update);
   return { input, hint };
 }
@@ -654,9 +655,8 @@ function createProgramForm() {
       h("div", { class: "row" },
         field("Class-rep seats", inputEl("class_rep_limit", { type: "number", min: "0", required: true, value: "10" })),
         field("Class-rep discount", rep.input, rep.hint)),
-      h("div", { class: "row" },
-        field("Early-bird discount", early.input, early.hint),
-        field("Early-bird deadline", inputEl("early_bird_deadline", { type: "datetime-local" }), "your local time")),
+      field("Early-bird discount", early.input, early.hint),
+      field("Early-bird deadline", inputEl("early_bird_deadline", { type: "datetime-local" }), "optional, your local time"),
     ];
   }, "Create program", {
     path: () => "/api/admin/programs",
