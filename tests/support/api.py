@@ -93,8 +93,10 @@ async def checkout(api: ApiClient, token: str, body: dict[str, Any], *,
                                headers=api.auth(token, key or str(uuid.uuid4())))
 
 
-async def pay(api: ApiClient, session_id: str, outcome: str = "succeeded") -> httpx.Response:
-    r = await api.http.post(f"/sim/checkout/{session_id}/pay", json={"outcome": outcome})
+async def pay(api: ApiClient, session_id: str, outcome: str = "succeeded", *,
+              prefix: str = "/sim") -> httpx.Response:
+    """Pay on the simulator's hosted page (mounted at /sim, or standalone with prefix "")."""
+    r = await api.http.post(f"{prefix}/checkout/{session_id}/pay", json={"outcome": outcome})
     assert r.status_code == 200, r.text
     return r
 

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payguard.api import problems
 from payguard.api.logging import RequestLogMiddleware, configure_logging
-from payguard.api.routes import admin, checkout, ops, user
+from payguard.api.routes import admin, checkout, dashboard, ops, user
 from payguard.clock import utcnow
 from payguard.config import Settings
 from payguard.errors import PayguardError
@@ -129,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(user.router)
     app.include_router(checkout.router)
+    app.include_router(dashboard.router)
     if sim_app is not None:
         app.mount("/sim", sim_app)
     app.add_middleware(RequestLogMiddleware, enabled=settings.log_requests)
