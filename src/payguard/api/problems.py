@@ -29,9 +29,14 @@ __all__ = [
 
 PROBLEM_JSON = "application/problem+json"
 
-_HTTP_CODES = {404: ("NOT_FOUND", "Not found"), 405: ("METHOD_NOT_ALLOWED", "Method not allowed"),
-               400: ("BAD_REQUEST", "Bad request"), 401: ("UNAUTHENTICATED", "Authentication required"),
-               403: ("FORBIDDEN", "Forbidden"), 413: ("PAYLOAD_TOO_LARGE", "Payload too large")}
+_HTTP_CODES = {
+    400: ("BAD_REQUEST", "Bad request"),
+    401: ("UNAUTHENTICATED", "Authentication required"),
+    403: ("FORBIDDEN", "Forbidden"),
+    404: ("NOT_FOUND", "Not found"),
+    405: ("METHOD_NOT_ALLOWED", "Method not allowed"),
+    413: ("PAYLOAD_TOO_LARGE", "Payload too large"),
+}
 
 
 def dumps(payload: Any) -> bytes:

@@ -49,12 +49,27 @@ def serve(
 
         data = asyncio.run(ensure_demo_data(settings))
         base = f"http://{host}:{port}"
-        console.print(f"demo user: {data['user']['email']}  token: [cyan]{data['user']['token']}[/]")
-        console.print(f"  try: curl -H 'Authorization: Bearer {data['user']['token']}' {base}/api/wallet")
+        user_token = data["user"]["token"]
+        console.print(f"demo user: {data['user']['email']}  token: [cyan]{user_token}[/]")
+        console.print(f"  try: curl -H 'Authorization: Bearer {user_token}' {base}/api/wallet")
         console.print(f"  products: {base}/api/products   dashboard: {base}/")
-    uvicorn.run("payguard.api.app:create_app_from_env", factory=True, host=host, port=port,
-                workers=workers, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False, timeout_keep_alive=30)
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # prometheus_client multi-process mode: each worker writes its values to files
+        # here and /metrics merges them. Fresh per run, so no stale counts carry over.
+        import tempfile
+
+        metrics_dir = tempfile.mkdtemp(prefix="payguard-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("payguard.api.app:create_app_from_env", factory=True, host=host,
+                    port=port, workers=workers, loop="uvloop", http="httptools",
+                    log_level="warning", access_log=False, timeout_keep_alive=30)
+    finally:
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def check_lock_backend(settings: Settings, workers: int) -> None:
@@ -85,6 +100,11 @@ def _register_optional() -> None:
     try:
         from payguard.cli.sim_cmd import sim
         app.command(help="Run the Stripe-compatible simulator standalone.")(sim)
+    except ImportError:
+        pass
+    try:
+        from payguard.cli.reconcile_cmd import reconcile
+        app.command(help="Run the reconciler once.")(reconcile)
     except ImportError:
         pass
     try:

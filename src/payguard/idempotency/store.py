@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.store import dialect
@@ -135,7 +135,7 @@ async def claim(
     )
 
 
-def _owned(claim_: Claim) -> object:
+def _owned(claim_: Claim) -> ColumnElement[bool]:
     return and_(idempotency_keys.c.id == claim_.id, idempotency_keys.c.lock_owner == claim_.owner,
                 idempotency_keys.c.state == "in_progress")
 

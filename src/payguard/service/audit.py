@@ -51,26 +51,26 @@ async def run_audit(conn: AsyncConnection) -> dict[str, Any]:
     for t in unbalanced:
         problem("unbalanced_transfer", f"transfer {t}: entries do not sum to zero in pairs")
 
-    for r in (await conn.execute(
+    for p in (await conn.execute(
         select(programs.c.id, programs.c.class_rep_limit, capacities.c.taken)
         .join(capacities, capacities.c.key == programs.c.capacity_key)
     )).all():
-        if int(r.taken) > int(r.class_rep_limit):
+        if int(p.taken) > int(p.class_rep_limit):
             problem("class_rep_over_limit",
-                    f"program {r.id}: {r.taken} seats taken, limit {r.class_rep_limit}")
+                    f"program {p.id}: {p.taken} seats taken, limit {p.class_rep_limit}")
     held = (
         select(reservations.c.capacity_key,
                func.coalesce(func.sum(reservations.c.quantity), 0).label("q"))
         .where(reservations.c.state.in_(("held", "kept")))
         .group_by(reservations.c.capacity_key).subquery()
     )
-    for r in (await conn.execute(
+    for c in (await conn.execute(
         select(capacities.c.key, capacities.c.taken, func.coalesce(held.c.q, 0).label("q"))
         .outerjoin(held, held.c.capacity_key == capacities.c.key)
     )).all():
-        if int(r.taken) != int(r.q):
+        if int(c.taken) != int(c.q):
             problem("capacity_mismatch",
-                    f"capacity {r.key}: counter says {r.taken}, reservations hold {r.q}")
+                    f"capacity {c.key}: counter says {c.taken}, reservations hold {c.q}")
 
     for r in (await conn.execute(
         select(stock_items.c.product_id, stock_items.c.value, func.count().label("n"))

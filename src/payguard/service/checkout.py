@@ -195,7 +195,7 @@ async def _reserve(uow: UnitOfWork, ctx: AppContext, user: Principal, target: Ch
 
 
 async def ensure_session(ctx: AppContext, row: Any, *, claim: Claim | None,
-                         existing: bool) -> dict[str, Any]:
+                         existing: bool, close_on_unavailable: bool = True) -> dict[str, Any]:
     """Phase 2 and 3: make sure the pending purchase has its provider session, recorded.
 
     Safe to repeat: the derived idempotency key makes the provider return the same
@@ -218,8 +218,10 @@ async def ensure_session(ctx: AppContext, row: Any, *, claim: Claim | None,
             idempotency_key=outbound_key(row.id, "create"),
         )
     except ProviderUnavailable:
-        # Nothing may stay reserved for a checkout the user never got.
-        await close_pending(ctx, row.id, "failed", reason="payment provider unavailable")
+        # Nothing may stay reserved for a checkout the user never got. (The reconciler
+        # passes close_on_unavailable=False: it retries on its own backoff instead.)
+        if close_on_unavailable:
+            await close_pending(ctx, row.id, "failed", reason="payment provider unavailable")
         raise
 
     async def record(uow: UnitOfWork) -> Any:

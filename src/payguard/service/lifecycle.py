@@ -124,9 +124,10 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
         billing_email=session.customer_email, expires_at=None,
         failure_reason="completed after it had been closed" if late else None,
     ))
-    user = (await conn.execute(select(users).where(users.c.id == row.user_id))).first()
+    user = (await conn.execute(select(users).where(users.c.id == row.user_id))).one()
     view = await get_purchase(conn, Principal("admin"), row.id)
-    subject, body = confirmation_email({**view, **view["pricing"]}, user_email=user.email, user_name=user.name)
+    subject, body = confirmation_email({**view, **view["pricing"]}, user_email=user.email,
+                                       user_name=user.name)
     await enqueue(conn, dedupe_key=f"purchase-confirmation:{row.id}", kind="confirmation",
                   recipient=user.email, subject=subject, body=body, purchase_id=row.id,
                   user_id=row.user_id, now=now)

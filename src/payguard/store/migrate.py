@@ -7,6 +7,7 @@ one migrates and the others find the schema current.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 from pathlib import Path
 from typing import Any
@@ -44,14 +45,20 @@ def _upgrade(connection: Connection) -> None:
             connection.commit()
 
 
+def _lock_beside(db_path: Path) -> Any:
+    """An exclusive file lock next to the SQLite file (blocks until the holder is done)."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = open(db_path.with_suffix(".migrate.lock"), "w")  # held by the caller
+    fcntl.flock(lock_file, fcntl.LOCK_EX)
+    return lock_file
+
+
 async def migrate(url: str) -> None:
     """Bring the database at ``url`` (async-driver form) to the newest schema."""
     lock_file: Any = None
     if url.startswith("sqlite"):
         db_path = Path(url.split(":///", 1)[1])
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = open(db_path.with_suffix(".migrate.lock"), "w")
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        lock_file = await asyncio.to_thread(_lock_beside, db_path)
     engine = null_pool_engine(url)
     try:
         async with engine.connect() as conn:

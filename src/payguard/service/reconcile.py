@@ -1,0 +1,338 @@
+"""The reconciler: finishes what webhooks, crashes and timeouts left half-done.
+
+One run, in this order (each step in its own short transactions, each safe to repeat):
+
+1. Stuck purchases: card purchases pending longer than ``older_than`` (default
+   ``PAYGUARD_STUCK_AFTER``) or past their expiry. A purchase whose session was never
+   recorded (the process died between creating it and recording it) first gets it through
+   ``ensure_session``: the derived provider key returns the *same* session, never a second.
+   Then the provider is asked: paid -> the same idempotent ``fulfil`` the webhook uses;
+   expired -> closed and its seat/items released; provider unreachable -> looked at again
+   after a backoff (``next_check_at``, ``check_attempts``). A complete-but-unpaid session
+   (an async payment still settling) is left alone: only its webhook tells failure apart.
+2. Holds past their expiry whose purchase is no longer pending: released.
+3. Dead idempotency keys (``in_progress``, holder silent past the lock timeout):
+   with a purchase whose session is recorded -> completed with the 201 the request would
+   have returned (a retry replays it, so it can never make a second checkout); without any
+   recorded progress, or whose purchase closed before it had a session -> deleted (rolled
+   back: exactly what a retry taking the key over would do). A key whose purchase is pending
+   without a session waits for step 1 of a later run.
+4. Card refunds booked but not yet accepted by the provider: pushed again.
+5. Outbox messages due for (re)delivery: one dispatcher pass.
+6. Purges: idempotency keys past retention, expired lock leases, inbox rows past
+   ``INBOX_RETENTION``.
+
+Across instances only one run works at a time: a try-lock on ``reconciler`` through the
+lock service. A run that finds it taken returns zeros with ``skipped: true``. Every action
+is idempotent on its own (conditional updates, row locks), so the lock saves work; it is not
+what keeps a purchase from completing twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+
+from payguard.clock import utcnow
+from payguard.errors import LockTimeout, ProviderUnavailable
+from payguard.idempotency.store import reap_expired
+from payguard.inbox import purge_older_than
+from payguard.service.checkout import ensure_session, session_payload
+from payguard.service.context import AppContext
+from payguard.service.holds import release_holds
+from payguard.service.lifecycle import close_pending_in, fulfil, send_pending_refund
+from payguard.service.views import purchase_view
+from payguard.store.schema import idempotency_keys, purchases, reservations
+from payguard.store.uow import UnitOfWork
+
+__all__ = ["COUNT_KEYS", "RECONCILE_LOCK", "backoff_seconds", "list_stuck", "reconcile"]
+
+log = logging.getLogger("payguard.reconcile")
+
+RECONCILE_LOCK = "reconciler"
+#: The contract's counts first, then the extra detail.
+COUNT_KEYS = ("checked", "completed", "failed", "expired", "released", "refunded",
+              "deferred", "keys_completed", "keys_rolled_back", "refunds_sent",
+              "outbox_sent", "outbox_failed", "purged_keys", "purged_leases",
+              "purged_inbox", "errors")
+BATCH = 200
+INBOX_RETENTION = timedelta(days=30)  # Stripe retries a webhook for up to 3 days
+BACKOFF_BASE, BACKOFF_CAP = 15.0, 3600.0
+CHECKOUT_PATH = "/api/checkout/sessions"
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Delay before looking again after ``attempts`` failed provider lookups."""
+    return float(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1)))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+async def list_stuck(ctx: AppContext, older_than: float) -> list[dict[str, Any]]:
+    """Purchases pending for longer than ``older_than`` seconds, oldest first."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        rows = (await uow.conn.execute(
+            select(purchases)
+            .where(purchases.c.status == "pending", purchases.c.created_at <= cutoff)
+            .order_by(purchases.c.created_at, purchases.c.id).limit(1000)
+        )).all()
+    # Pending purchases have no delivered items yet (reserved ones are not the buyer's).
+    return [purchase_view(r, []) for r in rows]
+
+
+async def reconcile(ctx: AppContext, *, older_than: float | None = None) -> dict[str, Any]:
+    """One reconciler run; returns (and logs) what it did."""
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    metrics = ctx.extras.get("metrics")
+    # The lease only saves duplicate work (see the module docstring), so a generous TTL
+    # with renewal is fine; a crashed holder's lease lapses after ``ttl``.
+    ttl = max(60.0, ctx.settings.provider_timeout * 6)
+    started = time.monotonic()
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(ctx.locks.hold(
+                RECONCILE_LOCK, ttl=ttl, wait=0, auto_renew=True, max_renewals=10_000))
+        except LockTimeout:
+            log.info("reconcile skipped: another run holds the %r lock", RECONCILE_LOCK)
+            if metrics is not None:
+                metrics.reconcile_run("skipped", counts, 0.0)
+            return {**counts, "skipped": True}
+        age = float(ctx.settings.stuck_after if older_than is None else older_than)
+        for step in (_stuck_purchases, _orphan_holds, _dead_keys, _refunds, _outbox, _purge):
+            try:
+                await step(ctx, counts, age)
+            except Exception:
+                # One failing step (a provider or SMTP outage) must not starve the others.
+                counts["errors"] += 1
+                log.exception("reconcile step %s failed", step.__name__)
+    seconds = time.monotonic() - started
+    log.info("reconcile %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+    if metrics is not None:
+        metrics.reconcile_run("error" if counts["errors"] else "ok", counts, seconds)
+    return {**counts, "skipped": False}
+
+
+# ---- 1. stuck purchases -------------------------------------------------------------------
+
+async def _stuck_purchases(ctx: AppContext, counts: dict[str, int], age: float) -> None:
+    now = utcnow()
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        rows = (await uow.conn.execute(
+            select(purchases)
+            .where(purchases.c.status == "pending", purchases.c.payment_method == "card",
+                   or_(purchases.c.created_at <= now - timedelta(seconds=age),
+                       purchases.c.expires_at <= now),
+                   or_(purchases.c.next_check_at.is_(None), purchases.c.next_check_at <= now))
+            .order_by(purchases.c.created_at, purchases.c.id).limit(BATCH)
+        )).all()
+    if rows:
+        log.warning("reconciler: %d purchase(s) pending longer than %gs or past expiry: %s",
+                    len(rows), age, ", ".join(r.id for r in rows[:20]))
+    for row in rows:
+        counts["checked"] += 1
+        try:
+            outcome = await _check_purchase(ctx, row, now, counts)
+        except ProviderUnavailable as exc:
+            outcome = "deferred"
+            await _defer(ctx, row, now, str(exc))
+        except Exception:  # one odd purchase must not stop the batch
+            outcome = "errors"
+            log.exception("reconciling purchase %s failed", row.id)
+        if outcome in counts:
+            counts[outcome] += 1
+
+
+async def _check_purchase(ctx: AppContext, row: Any, now: datetime,
+                          counts: dict[str, int]) -> str:
+    past_expiry = (_aware(row.expires_at) or now) <= now
+    session_id = row.provider_session_id
+    if session_id is None:
+        try:
+            payload = await ensure_session(ctx, row, claim=None, existing=False,
+                                           close_on_unavailable=False)
+        except ProviderUnavailable:
+            if not past_expiry:
+                raise
+            # The session was never recorded, so it was never shown to anyone and
+            # nobody can have paid it: closing is safe without the provider's word.
+            return await _close(ctx, row.id, "expired", counts,
+                                "checkout expired before its session was recorded")
+        session_id = payload["session_id"]
+        log.warning("purchase %s: recorded provider session %s left unrecorded by a crash",
+                    row.id, session_id)
+    session = await ctx.provider.retrieve_checkout_session(session_id)
+    if session.payment_status == "paid":
+        outcome = await fulfil(ctx, row.id, session)
+        return {"completed": "completed", "refund": "refunded"}.get(outcome, "none")
+    if session.status == "expired":
+        return await _close(ctx, row.id, "expired", counts, "checkout expired")
+    # Open (the buyer may still pay) or complete-but-unpaid (async payment settling).
+    return "none"
+
+
+async def _close(ctx: AppContext, purchase_id: str, status: str, counts: dict[str, int],
+                 reason: str) -> str:
+    async def tx(uow: UnitOfWork) -> tuple[bool, int]:
+        held = int(await uow.conn.scalar(
+            select(func.count()).select_from(reservations).where(
+                reservations.c.purchase_id == purchase_id, reservations.c.state == "held")
+        ) or 0)
+        row = await close_pending_in(uow, purchase_id, status, reason=reason)
+        await uow.commit()
+        return row is not None, held
+
+    closed, held = await ctx.db.run(tx)
+    if not closed:
+        return "none"  # a webhook, a cancel or another reconciler got there first
+    counts["released"] += held
+    return status
+
+
+async def _defer(ctx: AppContext, row: Any, now: datetime, why: str) -> None:
+    attempts = int(row.check_attempts) + 1
+    delay = backoff_seconds(attempts)
+    log.warning("purchase %s: provider unreachable (%s); next look in %gs", row.id, why, delay)
+
+    async def tx(uow: UnitOfWork) -> None:
+        await uow.conn.execute(
+            update(purchases).where(purchases.c.id == row.id, purchases.c.status == "pending")
+            .values(check_attempts=purchases.c.check_attempts + 1,
+                    next_check_at=now + timedelta(seconds=delay)))
+        await uow.commit()
+
+    await ctx.db.run(tx)
+
+
+# ---- 2. holds past expiry -----------------------------------------------------------------
+
+async def _orphan_holds(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
+    """Release expired holds whose purchase is not pending (pending ones are step 1's,
+    because only the provider can say whether the buyer paid at the last second)."""
+    async def tx(uow: UnitOfWork) -> int:
+        now = utcnow()
+        rows = (await uow.conn.execute(
+            select(purchases)
+            .join(reservations, reservations.c.purchase_id == purchases.c.id)
+            .where(reservations.c.state == "held", reservations.c.expires_at < now,
+                   purchases.c.status != "pending")
+            .distinct().limit(BATCH)
+        )).all()
+        released = 0
+        for row in rows:
+            before = await uow.conn.scalar(select(func.count()).select_from(reservations).where(
+                reservations.c.purchase_id == row.id, reservations.c.state == "held"))
+            await release_holds(uow.conn, row, now)
+            after = await uow.conn.scalar(select(func.count()).select_from(reservations).where(
+                reservations.c.purchase_id == row.id, reservations.c.state == "held"))
+            released += int(before or 0) - int(after or 0)
+        await uow.commit()
+        return released
+
+    counts["released"] += await ctx.db.run(tx)
+
+
+# ---- 3. dead idempotency keys -------------------------------------------------------------
+
+async def _dead_keys(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
+    now = utcnow()
+    stale_before = now - timedelta(seconds=ctx.settings.idempotency_lock_timeout)
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        keys = (await uow.conn.execute(
+            select(idempotency_keys.c.id, idempotency_keys.c.lock_owner,
+                   idempotency_keys.c.path, idempotency_keys.c.purchase_id)
+            .where(idempotency_keys.c.state == "in_progress",
+                   or_(idempotency_keys.c.locked_at.is_(None),
+                       idempotency_keys.c.locked_at < stale_before))
+            .order_by(idempotency_keys.c.id).limit(BATCH)
+        )).all()
+    for key in keys:
+        purchase = None
+        if key.purchase_id is not None and key.path == CHECKOUT_PATH:
+            async with ctx.db.unit_of_work(readonly=True) as uow:
+                purchase = (await uow.conn.execute(
+                    select(purchases).where(purchases.c.id == key.purchase_id))).first()
+        if purchase is None:
+            await _drop_key(ctx, key, counts)
+        elif purchase.provider_session_id is not None:
+            await _finish_key(ctx, key, session_payload(purchase, existing=False), counts)
+        elif purchase.status != "pending":
+            await _drop_key(ctx, key, counts)
+        # else: pending without a session: step 1 records it, a later run finishes the key.
+
+
+def _still_dead(key: Any) -> Any:
+    """The key as we saw it: a retry that took it over since changed its owner."""
+    owner = (idempotency_keys.c.lock_owner.is_(None) if key.lock_owner is None
+             else idempotency_keys.c.lock_owner == key.lock_owner)
+    return and_(idempotency_keys.c.id == key.id, idempotency_keys.c.state == "in_progress",
+                owner)
+
+
+async def _finish_key(ctx: AppContext, key: Any, payload: dict[str, Any],
+                      counts: dict[str, int]) -> None:
+    import json
+
+    # The API's one JSON encoding (api.problems.dumps), so a replay is byte-identical to
+    # what a retry of the request would have produced.
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+    async def tx(uow: UnitOfWork) -> int:
+        result = await uow.conn.execute(update(idempotency_keys).where(_still_dead(key)).values(
+            state="completed", status_code=201, response_body=body,
+            response_headers=json.dumps({"content-type": "application/json"}),
+            lock_owner=None, locked_at=None, recovery_point="finished", updated_at=utcnow()))
+        await uow.commit()
+        return int(result.rowcount)
+
+    counts["keys_completed"] += await ctx.db.run(tx)
+
+
+async def _drop_key(ctx: AppContext, key: Any, counts: dict[str, int]) -> None:
+    async def tx(uow: UnitOfWork) -> int:
+        result = await uow.conn.execute(delete(idempotency_keys).where(_still_dead(key)))
+        await uow.commit()
+        return int(result.rowcount)
+
+    counts["keys_rolled_back"] += await ctx.db.run(tx)
+
+
+# ---- 4-6. refunds, outbox, purges ---------------------------------------------------------
+
+async def _refunds(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        ids = (await uow.conn.execute(
+            select(purchases.c.id).where(purchases.c.refund_status == "pending").limit(BATCH)
+        )).scalars().all()
+    for purchase_id in ids:
+        if await send_pending_refund(ctx, purchase_id):
+            counts["refunds_sent"] += 1
+
+
+async def _outbox(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
+    if ctx.outbox is None:
+        return
+    result = await ctx.outbox.run_once()
+    counts["outbox_sent"] += int(result["sent"])
+    counts["outbox_failed"] += int(result["failed"]) + int(result["dead"])
+
+
+async def _purge(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
+    async def tx(uow: UnitOfWork) -> tuple[int, int]:
+        now = utcnow()
+        keys = await reap_expired(uow.conn, now)
+        inbox = await purge_older_than(uow.conn, INBOX_RETENTION, now)
+        await uow.commit()
+        return keys, inbox
+
+    counts["purged_keys"], counts["purged_inbox"] = await ctx.db.run(tx)
+    counts["purged_leases"] = int(await ctx.locks.clean_expired())
