@@ -14,16 +14,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payguard.api import problems
 from payguard.api.logging import RequestLogMiddleware, configure_logging
-from payguard.api.routes import admin, checkout, dashboard, ops, user
+from payguard.api.routes import admin, checkout, dashboard, operations, ops, user
 from payguard.clock import utcnow
 from payguard.config import Settings
 from payguard.errors import PayguardError
 from payguard.idempotency import IdempotencyGuard
 from payguard.idempotency.store import reap_expired
 from payguard.locks import create_lock_service
+from payguard.metrics import Metrics, MetricsMiddleware
 from payguard.outbox import OutboxDispatcher
 from payguard.providers import create_provider
 from payguard.service.context import AppContext
+from payguard.service.reconcile import reconcile
 from payguard.store.engine import create_engine
 from payguard.store.migrate import migrate
 from payguard.store.uow import Database, UnitOfWork
@@ -92,12 +94,15 @@ def create_app(settings: Settings) -> FastAPI:
         from payguard.providers.simulator import create_simulator_app
 
         sim_app = create_simulator_app(settings)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if sim_app is not None:  # Starlette does not run a mounted app's lifespan
             await sim_app.state.simulator.store.ensure_ready()
         ctx = await build_context(settings)
+        ctx.extras["metrics"] = metrics
+        ctx.provider = metrics.instrument_provider(ctx.provider)
         app.state.ctx = ctx
         stop = asyncio.Event()
         tasks = [
@@ -105,7 +110,11 @@ def create_app(settings: Settings) -> FastAPI:
                 min(3600.0, max(1.0, settings.idempotency_ttl / 10)),
                 lambda: reap_idempotency_keys(ctx.db), "idempotency-reaper")),
             asyncio.create_task(ctx.outbox.run_forever(stop, settings.outbox_interval)),
+            asyncio.create_task(_every(5.0, lambda: metrics.tick(ctx), "metrics-sync")),
         ]
+        if settings.reconcile_interval > 0:
+            tasks.append(asyncio.create_task(_every(
+                settings.reconcile_interval, lambda: reconcile(ctx), "reconciler")))
         try:
             yield
         finally:
@@ -116,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await close_context(ctx)
+            metrics.close()
             if sim_app is not None:
                 await sim_app.state.simulator.aclose()
 
@@ -129,10 +139,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(user.router)
     app.include_router(checkout.router)
+    app.include_router(operations.router)
     app.include_router(dashboard.router)
     if sim_app is not None:
         app.mount("/sim", sim_app)
     app.add_middleware(RequestLogMiddleware, enabled=settings.log_requests)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 

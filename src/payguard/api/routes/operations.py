@@ -1,0 +1,54 @@
+"""Operations: stuck purchases, the reconciler, lock status (admin) and ``/metrics``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from payguard.api.deps import Admin, Ctx, json_response, run_idempotent_phased
+from payguard.idempotency import Claim, StoredResponse
+from payguard.metrics import CONTENT_TYPE_LATEST
+from payguard.service.reconcile import list_stuck, reconcile
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+OlderThan = Annotated[float | None,
+                      Query(ge=0, description="seconds; default PAYGUARD_STUCK_AFTER")]
+
+
+@router.get("/api/admin/purchases/stuck")
+async def stuck_purchases(ctx: Ctx, _admin: Admin,
+                          older_than: OlderThan = None) -> list[dict[str, Any]]:
+    age = ctx.settings.stuck_after if older_than is None else older_than
+    return await list_stuck(ctx, age)
+
+
+@router.post("/api/admin/reconcile")
+async def run_reconcile(request: Request, ctx: Ctx, admin: Admin,
+                        older_than: OlderThan = None) -> Response:
+    """One reconciler run now; ``skipped: true`` when another instance's run is working."""
+    async def handler(_claim: Claim | None) -> StoredResponse:
+        return json_response(await reconcile(ctx, older_than=older_than))
+
+    # Idempotency-Key is optional here, as on every POST outside the money-moving ones.
+    return await run_idempotent_phased(request, ctx, admin, handler, required=False)
+
+
+@router.get("/api/admin/locks")
+async def locks(ctx: Ctx, _admin: Admin) -> dict[str, Any]:
+    stats: dict[str, Any] = await ctx.locks.stats()
+    return stats
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(ctx: Ctx) -> Response:
+    # Unauthenticated, as Prometheus scrapes: bind to a private interface or filter it at
+    # the proxy (docs/operating.md).
+    collector = ctx.extras.get("metrics")
+    if collector is None:
+        return Response("metrics are disabled\n", status_code=404, media_type="text/plain")
+    return Response(await collector.scrape(ctx), media_type=CONTENT_TYPE_LATEST)
