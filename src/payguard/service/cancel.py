@@ -1,47 +1,56 @@
-"""A user cancels their pending checkout: the session is expired, the holds released."""
+"""A user cancels their pending checkout: holds released, then the session expired.
+
+The purchase is closed first, in one conditional transaction, and the provider session is
+expired after. The other order loses a race: expiring at the provider makes it send
+``checkout.session.expired``, whose webhook could close the purchase as "expired" before
+the cancel did, and both duplicate cancels would then answer 409. If the session turns out
+to have been paid meanwhile, the payment is applied like any late payment (the seat is
+re-taken if still free, else the payment is refunded).
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from sqlalchemy import select
-
-from payguard.errors import InvalidState, NotFound
+from payguard.errors import InvalidState, ProviderUnavailable
 from payguard.idempotency import outbound_key
 from payguard.service.context import AppContext
 from payguard.service.lifecycle import close_pending_in, fulfil
 from payguard.service.principal import Principal
 from payguard.service.purchases import get_purchase
-from payguard.store.schema import purchases
 from payguard.store.uow import UnitOfWork
 
 __all__ = ["cancel_purchase"]
 
+log = logging.getLogger("payguard.cancel")
+
 
 async def cancel_purchase(ctx: AppContext, user: Principal, purchase_id: str) -> dict[str, Any]:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
-        row = (await uow.conn.execute(select(purchases).where(
-            purchases.c.id == purchase_id, purchases.c.user_id == user.user_id))).first()
-    if row is None:
-        raise NotFound(f"no purchase {purchase_id!r}")
-    if row.status != "pending":
-        raise InvalidState(f"purchase is {row.status}; only pending purchases can be canceled")
-    if row.provider_session_id:
-        # Expire at the provider first, so the session can no longer be paid; if it was
-        # paid already, complete it instead of pretending it was canceled.
-        session = await ctx.provider.expire_checkout_session(
-            row.provider_session_id, idempotency_key=outbound_key(row.id, "expire"))
-        if session.is_paid:
-            await fulfil(ctx, row.id, session)
-            raise InvalidState("the purchase was paid before it could be canceled")
-
-    async def tx(uow: UnitOfWork) -> dict[str, Any]:
+    async def tx(uow: UnitOfWork) -> Any:
+        view = await get_purchase(uow.conn, user, purchase_id)  # NOT_FOUND for others' ids
         closed = await close_pending_in(uow, purchase_id, "canceled",
                                         reason="canceled by the user", user_id=user.user_id)
         if closed is None:
-            raise InvalidState("the purchase is no longer pending")
-        view = await get_purchase(uow.conn, user, purchase_id)
+            raise InvalidState(
+                f"purchase is {view['status']}; only pending purchases can be canceled")
         await uow.commit()
-        return view
+        return closed
 
-    return await ctx.db.run(tx)
+    closed = await ctx.db.run(tx)
+    if closed.provider_session_id:
+        try:
+            session = await ctx.provider.expire_checkout_session(
+                closed.provider_session_id, idempotency_key=outbound_key(closed.id, "expire"))
+        except ProviderUnavailable:
+            # Canceled here; if the session is paid before it expires at the provider, the
+            # webhook or the reconciler applies it as a late payment.
+            log.warning("purchase %s canceled, but expiring its session failed", closed.id)
+        else:
+            if session.is_paid:
+                await fulfil(ctx, closed.id, session)
+                raise InvalidState("the purchase was paid before it could be canceled")
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await get_purchase(uow.conn, user, purchase_id)
+
+
