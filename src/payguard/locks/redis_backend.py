@@ -179,11 +179,13 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, url: str, *, prefix: str = "payguard:locks:",
-                 connect_timeout: float = 1.0, socket_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 3.0, socket_timeout: float = 5.0) -> None:
         self._where = _where(url)
         self._prefix = prefix
-        # One quick retry covers a pooled connection that went stale; a Redis that is down
-        # fails within about connect_timeout instead of after a long back-off.
+        # One quick retry covers a pooled connection that went stale. A stopped Redis
+        # (connection refused) fails in milliseconds; an unreachable host within about
+        # 2 x connect_timeout. The timeout is not lower because a busy event loop opening
+        # many pooled connections at once can take over a second to finish a healthy connect.
         self._client: aioredis.Redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_connect_timeout=connect_timeout,
             socket_timeout=socket_timeout,

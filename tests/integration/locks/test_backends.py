@@ -60,8 +60,8 @@ async def test_expiry_then_takeover_and_the_old_owner_is_refused(lock_env: LockE
         await old.release()
     with pytest.raises(LockTimeout):  # the refused release did not free the key
         await a.acquire("k", wait=0)
-    assert await a.backend.release("k", "stranger") is False
-    assert await a.backend.extend("k", "stranger", 10_000) is None
+    assert await a.impl.release("k", "stranger") is False
+    assert await a.impl.extend("k", "stranger", 10_000) is None
     before = new.expires_at
     await new.extend(ttl=20)
     assert new.expires_at > before

@@ -49,7 +49,7 @@ async def test_create_lock_service_builds_the_chosen_backend(
     database = Database(create_engine(settings.resolved_database_url))
     svc = create_lock_service(settings, database, workers=workers)  # connects lazily
     try:
-        assert svc.backend.name == expected == svc.backend_name
+        assert svc.impl.name == expected == svc.backend
     finally:
         await svc.close()
         await database.dispose()

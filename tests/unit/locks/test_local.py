@@ -40,7 +40,7 @@ async def test_waiters_are_served_in_arrival_order_and_newcomers_cannot_barge(
     await first.release()
     await asyncio.gather(*tasks)
     assert order == list(range(10))
-    assert svc.backend.key_count() == 0  # type: ignore[attr-defined]
+    assert svc.impl.key_count() == 0  # type: ignore[attr-defined]
 
 
 async def test_try_lock_and_timed_wait_raise_lock_timeout_and_leave_nothing_behind(
@@ -52,7 +52,7 @@ async def test_try_lock_and_timed_wait_raise_lock_timeout_and_leave_nothing_behi
             await svc.acquire("k", wait=0.05)
         assert info.value.code == "LOCK_TIMEOUT" and info.value.status == 503
         assert info.value.retry_after == 1
-    assert svc.backend.key_count() == 0  # type: ignore[attr-defined]
+    assert svc.impl.key_count() == 0  # type: ignore[attr-defined]
     assert svc.counters.timeouts_total == 2
 
 
@@ -68,11 +68,11 @@ async def test_expiry_hands_the_key_to_a_waiter_and_the_old_holder_is_refused(
     with pytest.raises(LockNotOwned):
         await old.release()
     # A stranger cannot release or extend the new holder's lease.
-    assert await svc.backend.release("k", "not-the-owner") is False
-    assert await svc.backend.extend("k", "not-the-owner", 1000) is None
+    assert await svc.impl.release("k", "not-the-owner") is False
+    assert await svc.impl.extend("k", "not-the-owner", 1000) is None
     await new.extend(ttl=20)
     await new.release()
-    assert svc.backend.key_count() == 0  # type: ignore[attr-defined]
+    assert svc.impl.key_count() == 0  # type: ignore[attr-defined]
 
 
 async def test_release_on_exception_and_on_cancellation(svc: LockService) -> None:
@@ -96,7 +96,7 @@ async def test_release_on_exception_and_on_cancellation(svc: LockService) -> Non
         with pytest.raises(asyncio.CancelledError):
             await t
     await asyncio.sleep(0)  # the shielded release completes
-    assert svc.backend.key_count() == 0  # type: ignore[attr-defined]
+    assert svc.impl.key_count() == 0  # type: ignore[attr-defined]
     async with svc.hold("k", wait=0):
         pass
 
@@ -165,7 +165,7 @@ async def test_invalid_ttl_and_wait_are_refused(svc: LockService) -> None:
 
 
 async def test_memory_does_not_grow_after_100k_distinct_keys(svc: LockService) -> None:
-    backend = svc.backend
+    backend = svc.impl
 
     async def churn(start: int, count: int) -> None:
         async def one(i: int) -> None:
