@@ -12,13 +12,14 @@ Waiting is a poll with jittered exponential backoff. Neither SQLite nor a portab
 PostgreSQL setup gives us a wake-up signal tied to a row (LISTEN/NOTIFY needs a dedicated
 connection per process and is lost across reconnects); a try is a single indexed upsert,
 so polling with a short, randomised back-off is cheap and keeps contenders out of lockstep.
-The price: waiters are not served in arrival order (local is FIFO; here the luckiest poll
-wins), and a hand-off takes up to one back-off step (at most ``_POLL_MAX``).
+The price: across processes waiters are not served in arrival order (the luckiest poll wins)
+and a hand-off between processes takes up to one back-off step (at most ``_POLL_MAX``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from typing import Any
@@ -49,10 +50,22 @@ def db_now_ms(dialect: str) -> ColumnElement[Any]:
                           type_=BigInteger)
 
 
+class _Gate:
+    """The local queue of one key's waiters in this process."""
+
+    __slots__ = ("lock", "users", "wake")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()  # FIFO: waiters of this process are served in order
+        self.wake = asyncio.Event()  # set by a release in this process
+        self.users = 0
+
+
 class SqlBackend:
     name = "sql"
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self._gates: dict[str, _Gate] = {}
         self._engine = engine
         self._dialect = engine.dialect.name
         self._now = db_now_ms(self._dialect)
@@ -102,16 +115,45 @@ class SqlBackend:
         return Grant(int(rows[0][0]), int(rows[0][1]), requested_at) if rows else None
 
     async def acquire(self, key: str, owner: str, ttl_ms: int, wait: float) -> Grant | None:
+        grant = await self.try_acquire(key, owner, ttl_ms)
+        if grant is not None or wait <= 0:
+            return grant
         deadline = time.monotonic() + wait
+        # Waiters of one process queue on a local gate (FIFO) and only its head polls the
+        # database: 64 local contenders cost one poller, not 64, and a release in this
+        # process wakes that poller at once instead of after its back-off.
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = _Gate()
+        gate.users += 1
+        try:
+            try:
+                await asyncio.wait_for(gate.lock.acquire(), deadline - time.monotonic())
+            except TimeoutError:
+                return None
+            try:
+                return await self._poll(key, owner, ttl_ms, deadline, gate)
+            finally:
+                gate.lock.release()
+        finally:
+            gate.users -= 1
+            if gate.users == 0:
+                del self._gates[key]  # no per-key state outlives its waiters
+
+    async def _poll(self, key: str, owner: str, ttl_ms: int, deadline: float,
+                    gate: _Gate) -> Grant | None:
         delay = _POLL_MIN
         while True:
+            gate.wake.clear()
             grant = await self.try_acquire(key, owner, ttl_ms)
             if grant is not None:
                 return grant
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            await asyncio.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
+            pause = min(remaining, delay * random.uniform(0.5, 1.5))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gate.wake.wait(), pause)
             delay = min(_POLL_MAX, delay * 2)
 
     async def release(self, key: str, owner: str) -> bool:
@@ -119,7 +161,11 @@ class SqlBackend:
         stmt = (update(lock_leases)
                 .where(row.key == key, row.owner == owner)
                 .values(owner=None, acquired_at_ms=None, expires_at_ms=None))
-        return int(await self._execute(stmt)) == 1
+        released = int(await self._execute(stmt)) == 1
+        gate = self._gates.get(key)
+        if released and gate is not None:
+            gate.wake.set()
+        return released
 
     async def extend(self, key: str, owner: str, ttl_ms: int) -> int | None:
         if ttl_ms <= 0:  # would end the lease while reporting it extended

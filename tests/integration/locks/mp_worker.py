@@ -31,7 +31,8 @@ async def main(cfg: dict[str, object]) -> dict[str, int]:
     if cfg["kind"] == "redis":
         svc = LockService(RedisBackend(str(cfg["redis_url"]), prefix=str(cfg["prefix"])))
     else:
-        database = Database(create_engine(to_async_url(str(cfg["db_url"]))))
+        # A small pool: the shared PostgreSQL has a connection limit and 4 of us run at once.
+        database = Database(create_engine(to_async_url(str(cfg["db_url"])), pool_size=4))
         svc = LockService(SqlBackend(database.engine))
     counter = Path(str(cfg["counter"]))
     overlaps = 0

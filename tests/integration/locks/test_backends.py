@@ -95,3 +95,5 @@ async def test_mutual_exclusion_between_clients_in_one_process(lock_env: LockEnv
     await asyncio.gather(*(increment(i) for i in range(30)))
     assert shared["value"] == 30
     assert sum(s.counters.acquired_total for s in services) == 30
+    if lock_env.kind == "sql":  # the per-process waiting gates are gone with their waiters
+        assert all(not s.impl._gates for s in services)  # type: ignore[attr-defined]
