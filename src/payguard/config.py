@@ -19,7 +19,11 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".payguard")
     database_url: str | None = None
+    # Connections per process (plus as many again on demand). PostgreSQL allows 100 by
+    # default: instances x workers x 2 x db_pool_size must stay below that.
+    db_pool_size: int = Field(default=10, ge=1)
     redis_url: str | None = None
+    lock_redis_prefix: str = "payguard:locks:"
     lock_backend: Literal["auto", "local", "sql", "redis"] = "auto"
     admin_token: str | None = None
 

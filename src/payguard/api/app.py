@@ -20,6 +20,7 @@ from payguard.config import Settings
 from payguard.errors import PayguardError
 from payguard.idempotency import IdempotencyGuard
 from payguard.idempotency.store import reap_expired
+from payguard.ledger import ensure_platform_accounts
 from payguard.locks import create_lock_service
 from payguard.metrics import Metrics, MetricsMiddleware
 from payguard.outbox import OutboxDispatcher
@@ -38,13 +39,18 @@ log = logging.getLogger("payguard.app")
 async def build_context(settings: Settings) -> AppContext:
     url = settings.resolved_database_url
     await migrate(url)
-    db = Database(create_engine(url))
+    db = Database(create_engine(url, pool_size=settings.db_pool_size))
     guard = IdempotencyGuard(
         db, ttl=settings.idempotency_ttl, lock_timeout=settings.idempotency_lock_timeout,
         render_error=problems.render_error, hold_seconds=settings.test_hold_seconds,
     )
     ctx = AppContext(settings=settings, db=db, guard=guard,
                      admin_token=settings.ensure_admin_token())
+    async def platform_accounts(uow: UnitOfWork) -> None:
+        await ensure_platform_accounts(uow.conn, settings.currency)
+        await uow.commit()
+
+    await db.run(platform_accounts)
     ctx.locks = create_lock_service(settings, db)
     ctx.provider = create_provider(settings)
     ctx.outbox = OutboxDispatcher(db, settings)

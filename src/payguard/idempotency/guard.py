@@ -69,6 +69,9 @@ class IdempotencyGuard:
     async def _claim(self, principal: str, key: str, method: str, path: str,
                      body: bytes) -> Claim | Outcome:
         fp = fingerprint(method, path, body)
+        async with self.db.unit_of_work(readonly=True) as uow:
+            settled = await store.lookup(uow.conn, principal=principal, key=key,
+                                         fingerprint=fp, now=self.clock())
 
         async def attempt(uow: UnitOfWork) -> store.ClaimResult:
             result = await store.claim(
@@ -78,7 +81,7 @@ class IdempotencyGuard:
             await uow.commit()
             return result
 
-        result = await self.db.run(attempt)
+        result = settled if settled is not None else await self.db.run(attempt)
         if result.kind == "mismatch":
             self.counters.mismatched += 1
             raise IdempotencyKeyReused(

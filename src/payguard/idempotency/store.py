@@ -27,6 +27,7 @@ __all__ = [
     "advance",
     "claim",
     "finish",
+    "lookup",
     "reap_expired",
     "release",
 ]
@@ -55,6 +56,31 @@ class ClaimResult:
     kind: Literal["claimed", "replay", "in_progress", "mismatch"]
     claim: Claim | None = None
     response: StoredResponse | None = None
+
+
+async def lookup(conn: AsyncConnection, *, principal: str, key: str, fingerprint: str,
+                 now: datetime) -> ClaimResult | None:
+    """A read-only look at a key: a replay or a mismatch when it settles the request,
+    else None (new, expired, or in progress: the caller must go through ``claim``).
+
+    Lets replays, the most common retry, skip the write transaction a claim needs.
+    """
+    row = (await conn.execute(
+        select(idempotency_keys.c.fingerprint, idempotency_keys.c.state,
+               idempotency_keys.c.expires_at, idempotency_keys.c.status_code,
+               idempotency_keys.c.response_body, idempotency_keys.c.response_headers)
+        .where(idempotency_keys.c.principal == principal, idempotency_keys.c.key == key)
+    )).first()
+    if row is None or _aware(row.expires_at) <= now:
+        return None
+    if row.fingerprint != fingerprint:
+        return ClaimResult("mismatch")
+    if row.state == "completed":
+        return ClaimResult("replay", response=StoredResponse(
+            status=int(row.status_code), body=bytes(row.response_body),
+            headers=json.loads(row.response_headers or "{}"),
+        ))
+    return None
 
 
 async def claim(

@@ -9,13 +9,15 @@ single conditional statements::
 
 never read-modify-write, and the ``CHECK`` on ``accounts`` backs that up. Platform
 accounts (revenue, funding, card clearing) are allowed to go negative: that is how money
-entering from outside is booked. Rows are touched in primary-key order so two transfers
+entering from outside is booked. Rows are touched in one global order (users' accounts,
+then platform accounts, each by id) so two transfers
 over the same pair of accounts can't deadlock on PostgreSQL.
 """
 
 from payguard.ledger.accounts import (
     PLATFORM_KINDS,
     ensure_platform_account,
+    ensure_platform_accounts,
     ensure_wallet,
     lock_balance,
     platform_account_id,
@@ -27,6 +29,7 @@ __all__ = [
     "PLATFORM_KINDS",
     "Transfer",
     "ensure_platform_account",
+    "ensure_platform_accounts",
     "ensure_wallet",
     "lock_balance",
     "platform_account_id",

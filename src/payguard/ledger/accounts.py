@@ -14,6 +14,7 @@ from payguard.store.schema import accounts
 __all__ = [
     "PLATFORM_KINDS",
     "ensure_platform_account",
+    "ensure_platform_accounts",
     "ensure_wallet",
     "lock_balance",
     "platform_account_id",
@@ -60,6 +61,13 @@ async def ensure_platform_account(conn: AsyncConnection, kind: str, currency: st
         "currency": currency, "balance": 0, "allow_negative": True,
         "created_at": now or utcnow(),
     })
+
+
+async def ensure_platform_accounts(conn: AsyncConnection, currency: str,
+                                   now: datetime | None = None) -> None:
+    """Create every platform account of ``currency`` (startup, new products/programs)."""
+    for kind in PLATFORM_KINDS:
+        await ensure_platform_account(conn, kind, currency, now)
 
 
 async def lock_balance(conn: AsyncConnection, account_id: str) -> int | None:

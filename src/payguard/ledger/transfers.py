@@ -30,7 +30,8 @@ class Transfer:
     created_at: datetime
 
 
-async def _apply(conn: AsyncConnection, account_id: str, delta: int) -> int:
+async def _apply(conn: AsyncConnection, account_id: str, delta: int, currency: str,
+                 now: datetime) -> int:
     """Add ``delta`` to one balance in a single statement; refuse to go below zero."""
     stmt = (
         update(accounts)
@@ -41,11 +42,40 @@ async def _apply(conn: AsyncConnection, account_id: str, delta: int) -> int:
     if delta < 0:
         stmt = stmt.where(accounts.c.allow_negative | (accounts.c.balance >= -delta))
     balance = (await conn.execute(stmt)).scalar_one_or_none()
+    if balance is None and await _create_if_missing(conn, account_id, currency, now):
+        balance = (await conn.execute(stmt)).scalar_one_or_none()
     if balance is None:
         raise InsufficientBalance(
             f"account {account_id} cannot be debited by {-delta} minor units"
         )
     return int(balance)
+
+
+async def _create_if_missing(conn: AsyncConnection, account_id: str, currency: str,
+                             now: datetime) -> bool:
+    """Accounts are created up front (users, products, startup); this is the rare path for
+    a currency seen for the first time. Creating them lazily on every transfer would make
+    each purchase wait on the hot platform row's lock just to learn that it exists."""
+    from sqlalchemy import select
+
+    from payguard.ledger.accounts import ensure_platform_account, ensure_wallet
+
+    if await conn.scalar(select(accounts.c.id).where(accounts.c.id == account_id)):
+        return False
+    kind_or_user = account_id.removeprefix("plt_").removeprefix("wal_").rsplit("_", 1)[0]
+    if account_id.startswith("plt_"):
+        await ensure_platform_account(conn, kind_or_user, currency, now)
+    elif account_id.startswith("wal_"):
+        await ensure_wallet(conn, kind_or_user, currency, now)
+    else:
+        return False
+    return True
+
+
+def lock_order(account_id: str) -> tuple[bool, str]:
+    """Users' accounts before platform accounts, each by id: one global order, so no two
+    transfers deadlock, and the hot platform rows are locked last and held briefly."""
+    return (account_id.startswith("plt_"), account_id)
 
 
 async def transfer(
@@ -70,10 +100,9 @@ async def transfer(
         raise ValueError("a transfer moves a positive amount")
     now = now or utcnow()
     balances: dict[str, int] = {}
-    # Fixed lock order (by id) across all transfers: no deadlock between A->B and B->A.
-    for account_id in sorted((debit, credit)):
+    for account_id in sorted((debit, credit), key=lock_order):
         delta = -amount if account_id == debit else amount
-        balances[account_id] = await _apply(conn, account_id, delta)
+        balances[account_id] = await _apply(conn, account_id, delta, currency, now)
 
     transfer_id = new_id("trf")
     await conn.execute(insert(transfers).values(

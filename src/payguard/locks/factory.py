@@ -40,12 +40,13 @@ def choose_backend(settings: Settings, workers: int | None = None) -> str:
 
 
 def create_lock_service(settings: Settings, database: Database, *, workers: int | None = None,
-                        redis_prefix: str = DEFAULT_REDIS_PREFIX) -> LockService:
+                        redis_prefix: str | None = None) -> LockService:
     """The lock service for this process. Close it with ``await service.close()``."""
     name = choose_backend(settings, workers)
     if name == "redis":
         assert settings.redis_url is not None  # checked by choose_backend
-        return LockService(RedisBackend(settings.redis_url, prefix=redis_prefix))
+        prefix = redis_prefix or settings.lock_redis_prefix or DEFAULT_REDIS_PREFIX
+        return LockService(RedisBackend(settings.redis_url, prefix=prefix))
     if name == "sql":
         return LockService(SqlBackend(database.engine))
     return LockService(LocalBackend())

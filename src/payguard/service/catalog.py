@@ -9,7 +9,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from payguard import capacity
+from payguard import capacity, ledger
 from payguard.clock import utcnow
 from payguard.errors import Conflict, NotFound
 from payguard.ids import new_id
@@ -68,6 +68,7 @@ async def create_product(uow: UnitOfWork, *, sku: str, name: str, price: int, cu
     except IntegrityError as exc:
         raise Conflict(f"a product with sku {sku!r} already exists") from exc
     await capacity.create(conn, stock_capacity_key(product_id), 0)
+    await ledger.ensure_platform_accounts(conn, currency)
     await _insert_items(conn, product_id, items)
     return await get_product(conn, product_id)
 
@@ -104,6 +105,7 @@ async def create_program(uow: UnitOfWork, *, title: str, full_price: int, curren
     program_id = new_id("prg")
     key = program_capacity_key(program_id)
     await capacity.create(uow.conn, key, class_rep_limit)
+    await ledger.ensure_platform_accounts(uow.conn, currency)
     await uow.conn.execute(insert(programs).values(
         id=program_id, title=title, full_price=full_price, currency=currency,
         class_rep_limit=class_rep_limit, class_rep_discount=class_rep_discount,

@@ -104,11 +104,11 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
         return "refund"
 
     amount, currency = int(row.amount), row.currency
-    card = await ledger.ensure_platform_account(conn, "card", currency, now)
+    card = ledger.platform_account_id("card", currency)
     if row.kind == "topup":
-        target = await ledger.ensure_wallet(conn, row.user_id, currency, now)
+        target = ledger.wallet_account_id(row.user_id, currency)
     else:
-        target = await ledger.ensure_platform_account(conn, "revenue", currency, now)
+        target = ledger.platform_account_id("revenue", currency)
     if amount > 0:
         await ledger.transfer(conn, debit=card, credit=target, amount=amount, currency=currency,
                               kind="topup" if row.kind == "topup" else "card_payment",
@@ -206,11 +206,11 @@ async def refund_card_purchase_in(uow: UnitOfWork, purchase_id: str, reason: str
             raise NotFound(f"no purchase {purchase_id!r}")
         raise InvalidState(f"purchase is {current}; only completed purchases can be refunded")
     amount, currency = int(row.amount), row.currency
-    card = await ledger.ensure_platform_account(conn, "card", currency, now)
+    card = ledger.platform_account_id("card", currency)
     if row.kind == "topup":
         source = ledger.wallet_account_id(row.user_id, currency)
     else:
-        source = await ledger.ensure_platform_account(conn, "revenue", currency, now)
+        source = ledger.platform_account_id("revenue", currency)
     if amount > 0:
         # A top-up refund takes the money back out of the wallet: refused if it was spent.
         await ledger.transfer(conn, debit=source, credit=card, amount=amount,

@@ -22,20 +22,31 @@ async def next_order_number(conn: AsyncConnection, settings: Settings, now: date
     return sequences.format_number(settings.order_format, at=now, seq=seq)
 
 
-async def issue_receipt(conn: AsyncConnection, settings: Settings, *, purchase_id: str,
-                        amount: int, currency: str, now: datetime) -> str:
-    """Take the next receipt number and write the receipt, in the caller's transaction.
+async def take_receipt_number(conn: AsyncConnection, settings: Settings,
+                              now: datetime) -> tuple[str, int]:
+    """The next receipt number and its sequence value, in the caller's transaction.
 
-    Call it as late as possible in the transaction: the sequence row stays locked from
-    here to commit, and every payment in the year queues on it.
+    Take it as late as possible: the sequence row stays locked from here to commit, and
+    every payment of the year queues on it.
     """
-    period = str(now.year)
-    seq = await sequences.next_value(conn, RECEIPT_SERIES, period)
-    number = sequences.format_number(settings.receipt_format, at=now, seq=seq)
+    seq = await sequences.next_value(conn, RECEIPT_SERIES, str(now.year))
+    return sequences.format_number(settings.receipt_format, at=now, seq=seq), seq
+
+
+async def record_receipt(conn: AsyncConnection, *, number: str, seq: int, purchase_id: str,
+                         amount: int, currency: str, now: datetime) -> None:
     await conn.execute(insert(receipts).values(
-        number=number, series=RECEIPT_SERIES, period=period, seq=seq,
+        number=number, series=RECEIPT_SERIES, period=str(now.year), seq=seq,
         purchase_id=purchase_id, amount=amount, currency=currency, issued_at=now,
     ))
+
+
+async def issue_receipt(conn: AsyncConnection, settings: Settings, *, purchase_id: str,
+                        amount: int, currency: str, now: datetime) -> str:
+    """Take the next receipt number and write the receipt for an existing purchase."""
+    number, seq = await take_receipt_number(conn, settings, now)
+    await record_receipt(conn, number=number, seq=seq, purchase_id=purchase_id,
+                         amount=amount, currency=currency, now=now)
     return number
 
 

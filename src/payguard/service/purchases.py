@@ -13,7 +13,7 @@ from payguard.config import Settings
 from payguard.errors import InvalidState, NotFound, OutOfStock, ValidationFailed
 from payguard.ids import new_id
 from payguard.service.catalog import program_capacity_key, stock_capacity_key
-from payguard.service.numbers import issue_receipt, next_order_number
+from payguard.service.numbers import next_order_number, record_receipt, take_receipt_number
 from payguard.service.principal import Principal
 from payguard.service.views import purchase_view, receipt_view
 from payguard.store.schema import products, purchases, receipts, stock_items
@@ -76,33 +76,48 @@ async def purchase_with_wallet(uow: UnitOfWork, settings: Settings, user: Princi
     now = utcnow()
     purchase_id = new_id("pur")
     currency = product.currency
-    wallet = await ledger.ensure_wallet(conn, user.user_id, currency, now)
-    revenue = await ledger.ensure_platform_account(conn, "revenue", currency, now)
+    wallet = ledger.wallet_account_id(user.user_id, currency)
+    revenue = ledger.platform_account_id("revenue", currency)
 
-    # Order: the user's own wallet row first (contention only among that user's
-    # requests), then the product's stock counter, and the global sequences last, so the
-    # year-wide counter rows are held for the shortest time.
+    # Lock order, chosen for throughput on PostgreSQL: the product's stock counter and
+    # items (contended only by buyers of this product), then the transfer (the user's
+    # wallet, then the shared revenue row), then the year-wide order and receipt
+    # counters. Every row shared by all purchases is taken as late as possible, because
+    # it stays locked until commit and every other purchase queues on it.
+    if not await capacity.reserve(conn, stock_capacity_key(product_id), purchase_id,
+                                  quantity, keep_now=True, now=now):
+        raise OutOfStock(f"fewer than {quantity} items of {product.sku} left")
+    items = await assign_items(conn, product_id, purchase_id, quantity)
     if amount > 0:
         await ledger.transfer(conn, debit=wallet, credit=revenue, amount=amount,
                               currency=currency, kind="purchase", purchase_id=purchase_id,
                               reason=f"{quantity} x {product.sku}", now=now)
-    if not await capacity.reserve(conn, stock_capacity_key(product_id), purchase_id,
-                                  quantity, keep_now=True, now=now):
-        raise OutOfStock(f"fewer than {quantity} items of {product.sku} left")
-    await assign_items(conn, product_id, purchase_id, quantity)
     order_number = await next_order_number(conn, settings, now)
-    await conn.execute(insert(purchases).values(
+    receipt, seq = await take_receipt_number(conn, settings, now)
+    values = dict(
         id=purchase_id, user_id=user.user_id, order_number=order_number, kind="product",
         status="completed", payment_method="wallet", item_key=f"product:{product_id}",
-        product_id=product_id, quantity=quantity, amount=amount, currency=currency,
-        full_price=amount, created_at=now, updated_at=now, completed_at=now,
-    ))
-    receipt = await issue_receipt(conn, settings, purchase_id=purchase_id, amount=amount,
-                                  currency=currency, now=now)
-    await conn.execute(
-        update(purchases).where(purchases.c.id == purchase_id).values(receipt_number=receipt)
+        product_id=product_id, program_id=None, quantity=quantity, amount=amount,
+        currency=currency, full_price=amount, class_rep_discount=0, early_bird_discount=0,
+        is_class_rep=False, receipt_number=receipt, created_at=now, updated_at=now,
+        completed_at=now,
     )
-    return await get_purchase(conn, user, purchase_id)
+    await conn.execute(insert(purchases).values(**values))
+    await record_receipt(conn, number=receipt, seq=seq, purchase_id=purchase_id,
+                         amount=amount, currency=currency, now=now)
+    # The response is built from what was written, not read back: fewer statements
+    # while the counters are locked.
+    return purchase_view(_Row(values), items)
+
+
+class _Row:
+    """Attribute access over a dict of purchase values, with the unset columns as None."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        return self._values.get(name)
 
 
 async def _items_of(conn: AsyncConnection, purchase_ids: list[str]) -> dict[str, list[str]]:
@@ -172,8 +187,8 @@ async def refund_wallet_purchase(uow: UnitOfWork, purchase_id: str,
             raise NotFound(f"no purchase {purchase_id!r}")
         raise InvalidState(f"purchase is {current}; only completed purchases can be refunded")
     if row.amount > 0:
-        wallet = await ledger.ensure_wallet(conn, row.user_id, row.currency, now)
-        revenue = await ledger.ensure_platform_account(conn, "revenue", row.currency, now)
+        wallet = ledger.wallet_account_id(row.user_id, row.currency)
+        revenue = ledger.platform_account_id("revenue", row.currency)
         await ledger.transfer(conn, debit=revenue, credit=wallet, amount=int(row.amount),
                               currency=row.currency, kind="refund", purchase_id=purchase_id,
                               reason=reason, now=now)

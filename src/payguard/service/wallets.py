@@ -64,7 +64,7 @@ async def adjust(uow: UnitOfWork, *, user_id: str, currency: str, amount: int | 
         raise NotFound(f"no user {user_id!r}")
     now = utcnow()
     wallet = await ledger.ensure_wallet(conn, user_id, currency, now)
-    funding = await ledger.ensure_platform_account(conn, "funding", currency, now)
+    funding = ledger.platform_account_id("funding", currency)
     if set_balance is not None:
         current = await ledger.lock_balance(conn, wallet)
         delta = set_balance - int(current or 0)

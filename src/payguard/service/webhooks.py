@@ -59,6 +59,13 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
     session_id = obj.get("id") if obj.get("object") == "checkout.session" else None
     metrics = ctx.extras.get("metrics")
 
+    if await _already_applied(ctx, event_id):
+        # A redelivery: answer without asking the provider again. The inbox insert in the
+        # effects' transaction below stays the guard for deliveries racing this check.
+        if metrics is not None:
+            metrics.webhook_event(event_type, "duplicate")
+        return {"received": True, "duplicate": True}
+
     purchase_id = None
     if event_type in HANDLED_EVENTS and session_id:
         purchase_id = await _find_purchase(ctx, obj)
@@ -105,6 +112,15 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
         await send_pending_refund(ctx, purchase_id)
     log.info("webhook %s %s -> %s", event_id, event_type, outcome)
     return {"received": True, "duplicate": duplicate}
+
+
+async def _already_applied(ctx: AppContext, event_id: str) -> bool:
+    from payguard.store.schema import inbox_events
+
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        found = await uow.conn.scalar(select(inbox_events.c.event_id).where(
+            inbox_events.c.provider == "stripe", inbox_events.c.event_id == event_id))
+    return found is not None
 
 
 async def _set_outcome(uow: UnitOfWork, event_id: str, outcome: str) -> None:
