@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
 from pathlib import Path
 
 from payguard.config import to_async_url
 from payguard.service.lifecycle import close_pending
 from payguard.store.engine import create_engine
 from payguard.store.uow import Database
-from tests.support.api import ApiClient, checkout, create_program, pay, wait_for_status
+from tests.support.api import (
+    ApiClient,
+    checkout,
+    create_program,
+    outcome_counts,
+    pay,
+    wait_for_status,
+)
 from tests.support.server import LiveServer
-
-
-def _codes(responses: list[object]) -> Counter[tuple[int, str | None]]:
-    out: Counter[tuple[int, str | None]] = Counter()
-    for r in responses:
-        code = None if r.status_code < 400 else r.json().get("code")  # type: ignore[attr-defined]
-        out[(r.status_code, code)] += 1  # type: ignore[attr-defined]
-    return out
 
 
 async def _program(api: ApiClient, program_id: str, token: str) -> dict[str, object]:
@@ -33,7 +31,7 @@ async def test_15_class_rep_checkouts_on_a_limit_of_10(api: ApiClient) -> None:
     users = await asyncio.gather(*(api.create_user() for _ in range(15)))
     body = {"program_id": program["id"], "class_rep": True}
     responses = await asyncio.gather(*(checkout(api, u["token"], body) for u in users))
-    assert _codes(responses) == {(201, None): 10, (409, "CLASS_REP_LIMIT_REACHED"): 5}
+    assert outcome_counts(responses) == {(201, None): 10, (409, "CLASS_REP_LIMIT_REACHED"): 5}
     winners = [(u, r.json()) for u, r in zip(users, responses, strict=True)
                if r.status_code == 201]
     losers = [u for u, r in zip(users, responses, strict=True) if r.status_code == 409]
@@ -47,7 +45,7 @@ async def test_15_class_rep_checkouts_on_a_limit_of_10(api: ApiClient) -> None:
             headers=api.auth(user["token"])) for _ in range(2)))
         assert sorted(r.status_code for r in cancels) == [200, 409]
     late = await asyncio.gather(*(checkout(api, u["token"], body) for u in losers[:3]))
-    assert _codes(late) == {(201, None): 2, (409, "CLASS_REP_LIMIT_REACHED"): 1}
+    assert outcome_counts(late) == {(201, None): 2, (409, "CLASS_REP_LIMIT_REACHED"): 1}
     paying = winners[2:] + [(u, r.json()) for u, r in zip(losers[:3], late, strict=True)
                             if r.status_code == 201]
     await asyncio.gather(*(pay(api, s["session_id"]) for _, s in paying))
@@ -88,7 +86,7 @@ async def test_double_click_with_different_keys_makes_one_session(api: ApiClient
     user = await api.create_user()
     body = {"product_id": product["id"]}
     responses = await asyncio.gather(*(checkout(api, user["token"], body) for _ in range(5)))
-    statuses = _codes(responses)
+    statuses = outcome_counts(responses)
     assert statuses[(201, None)] == 1
     assert set(statuses) <= {(201, None), (200, None), (409, "PAYMENT_IN_PROGRESS")}
     sessions = {r.json()["session_id"] for r in responses if r.status_code in (200, 201)}
@@ -143,7 +141,7 @@ async def test_refund_of_a_card_purchase_releases_the_seat_once(api: ApiClient) 
     refunds = await asyncio.gather(*(api.http.post(
         f"/api/admin/purchases/{r.json()['purchase_id']}/refund", json={"reason": "asked"},
         headers=api.auth(api.admin_token, str(uuid.uuid4()))) for _ in range(4)))
-    assert _codes(refunds) == {(200, None): 1, (409, "INVALID_STATE"): 3}
+    assert outcome_counts(refunds) == {(200, None): 1, (409, "INVALID_STATE"): 3}
     ok = next(x for x in refunds if x.status_code == 200).json()
     assert ok["status"] == "refunded" and ok["refund_status"] == "done"
     assert (await _program(api, program["id"], user["token"]))["class_rep_taken"] == 0

@@ -6,17 +6,9 @@ import asyncio
 import re
 from collections import Counter
 
-from tests.support.api import ApiClient
+from tests.support.api import ApiClient, outcome_counts
 
 PRICE = 700
-
-
-def _codes(responses: list[object]) -> Counter[tuple[int, str | None]]:
-    out: Counter[tuple[int, str | None]] = Counter()
-    for r in responses:
-        code = None if r.status_code < 400 else r.json().get("code")  # type: ignore[attr-defined]
-        out[(r.status_code, code)] += 1  # type: ignore[attr-defined]
-    return out
 
 
 async def test_200_concurrent_purchases_on_a_wallet_holding_50(api: ApiClient) -> None:
@@ -25,7 +17,7 @@ async def test_200_concurrent_purchases_on_a_wallet_holding_50(api: ApiClient) -
     responses = await asyncio.gather(
         *(api.purchase(user["token"], product["id"]) for _ in range(200))
     )
-    assert _codes(responses) == {(201, None): 50, (400, "INSUFFICIENT_BALANCE"): 150}
+    assert outcome_counts(responses) == {(201, None): 50, (400, "INSUFFICIENT_BALANCE"): 150}
     assert await api.balance(user["token"]) == 0
     items = [i for r in responses if r.status_code == 201 for i in r.json()["items"]]
     assert len(items) == len(set(items)) == 50
@@ -43,7 +35,7 @@ async def test_300_concurrent_purchases_by_30_users_get_one_contiguous_receipt_r
     responses = await asyncio.gather(
         *(api.purchase(u["token"], product["id"]) for u in users for _ in range(10))
     )
-    assert _codes(responses) == {(201, None): 300}
+    assert outcome_counts(responses) == {(201, None): 300}
     numbers = [r.json()["receipt_number"] for r in responses]
     assert all(re.fullmatch(r"SC\d{4}\d{6}", n) for n in numbers)
     seqs = sorted(int(n[-6:]) for n in numbers)
@@ -60,7 +52,7 @@ async def test_50_buyers_race_for_20_items(api: ApiClient) -> None:
     product = await api.create_product(PRICE, 20)
     users = await asyncio.gather(*(api.create_user(balance=PRICE) for _ in range(50)))
     responses = await asyncio.gather(*(api.purchase(u["token"], product["id"]) for u in users))
-    assert _codes(responses) == {(201, None): 20, (409, "OUT_OF_STOCK"): 30}
+    assert outcome_counts(responses) == {(201, None): 20, (409, "OUT_OF_STOCK"): 30}
     delivered = [i for r in responses if r.status_code == 201 for i in r.json()["items"]]
     assert sorted(delivered) == sorted(f"{product['sku']}-item-{i}" for i in range(20))
     balances = await asyncio.gather(*(api.balance(u["token"]) for u in users))

@@ -61,7 +61,7 @@ async def test_signatures_are_verified_and_bad_ones_change_nothing(
 
             assert await post(stripe_header(body, SECRET, extra_v1=2)) == 200
             done = await wait_for_status(api, user["token"], session["purchase_id"],
-                                         "completed", timeout=5)
+                                         "completed", within=5)
             assert done["receipt_number"]
             again = await api.http.post("/api/webhooks/stripe", content=body, headers={
                 "Stripe-Signature": stripe_header(body, SECRET)})

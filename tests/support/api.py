@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -78,6 +79,14 @@ class ApiClient:
         return dict(r.json())
 
 
+def outcome_counts(responses: list[httpx.Response]) -> Counter[tuple[int, str | None]]:
+    """How many responses had each (status, problem code); code is None below 400."""
+    out: Counter[tuple[int, str | None]] = Counter()
+    for r in responses:
+        out[(r.status_code, None if r.status_code < 400 else r.json().get("code"))] += 1
+    return out
+
+
 async def create_program(api: ApiClient, *, limit: int, full_price: int = 10_000,
                          class_rep_discount: int = 2_000) -> dict[str, Any]:
     return dict(await api.admin_post("/api/admin/programs", {
@@ -102,10 +111,10 @@ async def pay(api: ApiClient, session_id: str, outcome: str = "succeeded", *,
 
 
 async def wait_for_status(api: ApiClient, token: str, purchase_id: str, status: str,
-                          timeout: float = 20.0) -> dict[str, Any]:
+                          within: float = 20.0) -> dict[str, Any]:
     import asyncio
 
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         r = await api.http.get(f"/api/purchases/{purchase_id}", headers=api.auth(token))
         assert r.status_code == 200, r.text

@@ -52,7 +52,7 @@ class LiveServer:
 
     def start(self, timeout: float = 30.0) -> LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "payguard", "serve", "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers)],
@@ -71,7 +71,8 @@ class LiveServer:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"server not healthy in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+        log_tail = self.log_path.read_text()[-3000:]
+        raise RuntimeError(f"server not healthy in {timeout}s:\n{log_tail}")
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no shutdown hooks, like a crash."""

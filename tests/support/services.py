@@ -56,7 +56,7 @@ def create_pg_database() -> str:
     name = f"payguard_t_{uuid.uuid4().hex[:12]}"
     try:
         asyncio.run(_pg_exec(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure means "not usable here"
+    except Exception as exc:
         unavailable("PostgreSQL", f"CREATE DATABASE failed: {exc}")
     return pg_admin_dsn(name)
 
@@ -73,7 +73,7 @@ def require_redis() -> str:
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
     try:
         client.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         unavailable("Redis", f"PING to {REDIS_URL} failed: {exc}")
     finally:
         client.close()

@@ -27,6 +27,7 @@ __all__ = [
     "keep",
     "release",
     "reserve",
+    "take",
 ]
 
 
@@ -58,6 +59,18 @@ async def grow(conn: AsyncConnection, key: str, by: int) -> None:
     )
 
 
+async def take(conn: AsyncConnection, key: str, quantity: int) -> bool:
+    """The conditional increment itself: True if ``quantity`` units were free and are now
+    taken. Callers record what they took (``reserve`` does, in ``reservations``)."""
+    taken = (await conn.execute(
+        update(capacities)
+        .where(capacities.c.key == key, capacities.c.taken + quantity <= capacities.c.limit)
+        .values(taken=capacities.c.taken + quantity)
+        .returning(capacities.c.taken)
+    )).scalar_one_or_none()
+    return taken is not None
+
+
 async def reserve(
     conn: AsyncConnection,
     key: str,
@@ -69,13 +82,7 @@ async def reserve(
     now: datetime | None = None,
 ) -> bool:
     """Take ``quantity`` units for ``purchase_id``; False when not enough are left."""
-    taken = (await conn.execute(
-        update(capacities)
-        .where(capacities.c.key == key, capacities.c.taken + quantity <= capacities.c.limit)
-        .values(taken=capacities.c.taken + quantity)
-        .returning(capacities.c.taken)
-    )).scalar_one_or_none()
-    if taken is None:
+    if not await take(conn, key, quantity):
         return False
     now = now or utcnow()
     await conn.execute(insert(reservations).values(

@@ -107,7 +107,8 @@ class IdempotencyGuard:
         if isinstance(claimed, Outcome):
             return claimed
         claim_ = claimed
-        try:
+
+        async def run() -> StoredResponse:
             if self.hold_seconds:
                 await asyncio.sleep(self.hold_seconds)
 
@@ -118,12 +119,20 @@ class IdempotencyGuard:
                 await uow.commit()
                 return response
 
-            response = await self.db.run(apply)
+            return await self.db.run(apply)
+
+        return await self._settle(claim_, run)
+
+    async def _settle(self, claim_: Claim,
+                      run: Callable[[], Awaitable[StoredResponse]]) -> Outcome:
+        """Run the request; a 4xx is stored for replay, a 5xx or crash gives the key back."""
+        try:
+            response = await run()
         except PayguardError as exc:
             if exc.status >= 500 or isinstance(exc, RequestInProgress):
                 await self._release(claim_)
                 raise
-            return Outcome(await self._store_error(claim_, exc), replayed=False)
+            return Outcome(await self._store(claim_, self.render_error(exc)), replayed=False)
         except BaseException:
             await self._release(claim_)
             raise
@@ -137,27 +146,14 @@ class IdempotencyGuard:
         if isinstance(claimed, Outcome):
             return claimed
         claim_ = claimed
-        try:
-            response = await handler(claim_)
-        except PayguardError as exc:
-            if exc.status >= 500 or isinstance(exc, RequestInProgress):
-                await self._release(claim_)
-                raise
-            return Outcome(await self._store_error(claim_, exc), replayed=False)
-        except BaseException:
-            await self._release(claim_)
-            raise
 
-        async def finish(uow: UnitOfWork) -> None:
-            await store.finish(uow.conn, claim_, response, self.clock())
-            await uow.commit()
+        async def run() -> StoredResponse:
+            return await self._store(claim_, await handler(claim_))
 
-        await self.db.run(finish)
-        return Outcome(response, replayed=False)
+        return await self._settle(claim_, run)
 
-    async def _store_error(self, claim_: Claim, exc: PayguardError) -> StoredResponse:
-        response = self.render_error(exc)
-
+    async def _store(self, claim_: Claim, response: StoredResponse) -> StoredResponse:
+        """Keep ``response`` as the key's answer, in a transaction of its own."""
         async def save(uow: UnitOfWork) -> None:
             await store.finish(uow.conn, claim_, response, self.clock())
             await uow.commit()

@@ -12,7 +12,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -73,6 +73,11 @@ async def lookup(conn: AsyncConnection, *, principal: str, key: str, fingerprint
     )).first()
     if row is None or _aware(row.expires_at) <= now:
         return None
+    return _settled(row, fingerprint)
+
+
+def _settled(row: Any, fingerprint: str) -> ClaimResult | None:
+    """A mismatch or a replay when the existing row settles the request, else None."""
     if row.fingerprint != fingerprint:
         return ClaimResult("mismatch")
     if row.state == "completed":
@@ -132,14 +137,9 @@ async def claim(
             return ClaimResult("claimed", Claim(int(reset), owner, "started", None, False))
         return ClaimResult("in_progress")
 
-    if row.fingerprint != fingerprint:
-        return ClaimResult("mismatch")
-
-    if row.state == "completed":
-        return ClaimResult("replay", response=StoredResponse(
-            status=int(row.status_code), body=bytes(row.response_body),
-            headers=json.loads(row.response_headers or "{}"),
-        ))
+    settled = _settled(row, fingerprint)
+    if settled is not None:
+        return settled
 
     # In progress. If its holder has been silent past the lock timeout it died: take over.
     stale_before = now - timedelta(seconds=lock_timeout)

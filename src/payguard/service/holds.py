@@ -68,16 +68,10 @@ async def keep_holds(conn: AsyncConnection, purchase: Any, now: datetime) -> Non
 async def _retake(conn: AsyncConnection, purchase: Any, now: datetime) -> None:
     # The old reservation row is "released"; a new one would collide on (capacity,
     # purchase), so revive it through a fresh conditional take of the capacity.
-    from payguard.store.schema import capacities, reservations
+    from payguard.store.schema import reservations
 
     for key, qty in _keys(purchase):
-        taken = (await conn.execute(
-            update(capacities)
-            .where(capacities.c.key == key, capacities.c.taken + qty <= capacities.c.limit)
-            .values(taken=capacities.c.taken + qty)
-            .returning(capacities.c.taken)
-        )).scalar_one_or_none()
-        if taken is None:
+        if not await capacity.take(conn, key, qty):
             if key.startswith("program:"):
                 raise ClassRepLimitReached("the seat was given to someone else meanwhile")
             raise OutOfStock("the items were sold to someone else meanwhile")

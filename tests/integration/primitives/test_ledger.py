@@ -67,7 +67,7 @@ async def test_the_database_refuses_a_negative_wallet_even_without_the_guard(
     database: Database,
 ) -> None:
     wallet, _ = await _funded_wallet(database, 100)
-    with pytest.raises(Exception, match="(?i)check"):
+    with pytest.raises(Exception, match=r"(?i)check"):
         async with database.unit_of_work() as uow:
             await uow.conn.execute(
                 update(accounts).where(accounts.c.id == wallet).values(balance=-1))
