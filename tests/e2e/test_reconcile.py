@@ -87,7 +87,7 @@ async def test_paid_purchases_with_dropped_webhooks_complete_once_under_3_reconc
             assert sum(r["completed"] for r in runs) == len(bought)
             assert sum(r["checked"] for r in runs) == len(bought)
             done = [await wait_for_status(api, u["token"], s["purchase_id"], "completed",
-                                          timeout=1) for u, s in bought]
+                                          within=1) for u, s in bought]
             receipts = [p["receipt_number"] for p in done]
             assert None not in receipts and len(set(receipts)) == len(bought)
             for u, _ in bought:
