@@ -9,7 +9,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from payguard.cli.race_cmd import race
+from payguard.cli.reconcile_cmd import reconcile
+from payguard.cli.sim_cmd import sim
 from payguard.config import Settings
+from payguard.locks import choose_backend
 
 __all__ = ["app"]
 
@@ -75,10 +79,6 @@ def serve(
 def check_lock_backend(settings: Settings, workers: int) -> None:
     """Refuse an in-process lock backend when several processes would share the data."""
     try:
-        from payguard.locks import choose_backend
-    except ImportError:  # pragma: no cover - the lock service is part of the package
-        return
-    try:
         choose_backend(settings, workers)
     except Exception as exc:
         console.print(f"[red]error:[/] {exc}")
@@ -95,23 +95,6 @@ def migrate() -> None:
     console.print("database is at the newest schema")
 
 
-def _register_optional() -> None:
-    """Commands that live in their own modules."""
-    try:
-        from payguard.cli.sim_cmd import sim
-        app.command(help="Run the Stripe-compatible simulator standalone.")(sim)
-    except ImportError:
-        pass
-    try:
-        from payguard.cli.reconcile_cmd import reconcile
-        app.command(help="Run the reconciler once.")(reconcile)
-    except ImportError:
-        pass
-    try:
-        from payguard.cli.race_cmd import race
-        app.command(help="Race concurrent requests against a service and prove invariants.")(race)
-    except ImportError:
-        pass
-
-
-_register_optional()
+app.command(help="Run the Stripe-compatible simulator standalone.")(sim)
+app.command(help="Run the reconciler once.")(reconcile)
+app.command(help="Race concurrent requests against a service and prove invariants.")(race)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from payguard.clock import as_utc
 from payguard.store import dialect
 from payguard.store.schema import idempotency_keys
 
@@ -71,7 +72,7 @@ async def lookup(conn: AsyncConnection, *, principal: str, key: str, fingerprint
                idempotency_keys.c.response_body, idempotency_keys.c.response_headers)
         .where(idempotency_keys.c.principal == principal, idempotency_keys.c.key == key)
     )).first()
-    if row is None or _aware(row.expires_at) <= now:
+    if row is None or as_utc(row.expires_at) <= now:
         return None
     return _settled(row, fingerprint)
 
@@ -121,7 +122,7 @@ async def claim(
         )
     )).one()
 
-    if _aware(row.expires_at) <= now:
+    if as_utc(row.expires_at) <= now:
         # Past retention: the key is new again. Conditional, so only one racer resets it.
         reset = (await conn.execute(
             update(idempotency_keys)
@@ -202,9 +203,3 @@ async def reap_expired(conn: AsyncConnection, now: datetime) -> int:
         delete(idempotency_keys).where(idempotency_keys.c.expires_at <= now)
     )
     return int(result.rowcount)
-
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

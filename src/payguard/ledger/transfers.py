@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import utcnow
 from payguard.errors import InsufficientBalance
 from payguard.ids import new_id
+from payguard.ledger.accounts import ensure_platform_account, ensure_wallet
 from payguard.money import ensure_minor_units
 from payguard.store.schema import accounts, entries, transfers
 
@@ -56,10 +57,6 @@ async def _create_if_missing(conn: AsyncConnection, account_id: str, currency: s
     """Accounts are created up front (users, products, startup); this is the rare path for
     a currency seen for the first time. Creating them lazily on every transfer would make
     each purchase wait on the hot platform row's lock just to learn that it exists."""
-    from sqlalchemy import select
-
-    from payguard.ledger.accounts import ensure_platform_account, ensure_wallet
-
     if await conn.scalar(select(accounts.c.id).where(accounts.c.id == account_id)):
         return False
     kind_or_user = account_id.removeprefix("plt_").removeprefix("wal_").rsplit("_", 1)[0]

@@ -15,13 +15,13 @@ Concurrency strategy, per hot spot:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from payguard.clock import isoformat, utcnow
+from payguard.clock import as_utc, isoformat, utcnow
 from payguard.errors import (
     AlreadyPurchased,
     LockTimeout,
@@ -63,11 +63,6 @@ class CheckoutTarget:
             return f"product:{self.product_id}"
         return f"topup:{self.topup_amount}"
 
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 def session_payload(row: Any, *, existing: bool) -> dict[str, Any]:
@@ -119,7 +114,8 @@ async def _checkout_locked(ctx: AppContext, user: Principal, target: CheckoutTar
                                     purchases.c.status == "pending")
         )).first()
     if existing is not None:
-        if _aware(existing.expires_at) is None or _aware(existing.expires_at) > now:  # type: ignore[operator]
+        expires_at = as_utc(existing.expires_at)
+        if expires_at is None or expires_at > now:
             return 200, await ensure_session(ctx, existing, claim=claim, existing=True)
         await close_pending(ctx, existing.id, "expired", reason="checkout expired")
 
@@ -213,7 +209,7 @@ async def ensure_session(ctx: AppContext, row: Any, *, claim: Claim | None,
             description=f"{row.kind} {row.order_number}", customer_email=email,
             success_url=f"{base}/?purchase={row.id}&result=success",
             cancel_url=f"{base}/?purchase={row.id}&result=cancel",
-            expires_at=_aware(row.expires_at),
+            expires_at=as_utc(row.expires_at),
             metadata={"purchase_id": row.id, "order_number": row.order_number},
             idempotency_key=outbound_key(row.id, "create"),
         )

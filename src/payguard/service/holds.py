@@ -17,7 +17,7 @@ from payguard import capacity
 from payguard.errors import ClassRepLimitReached, OutOfStock
 from payguard.service.catalog import program_capacity_key, stock_capacity_key
 from payguard.service.purchases import assign_items
-from payguard.store.schema import stock_items
+from payguard.store.schema import reservations, stock_items
 
 __all__ = ["keep_holds", "release_holds", "reserve_holds"]
 
@@ -68,8 +68,6 @@ async def keep_holds(conn: AsyncConnection, purchase: Any, now: datetime) -> Non
 async def _retake(conn: AsyncConnection, purchase: Any, now: datetime) -> None:
     # The old reservation row is "released"; a new one would collide on (capacity,
     # purchase), so revive it through a fresh conditional take of the capacity.
-    from payguard.store.schema import reservations
-
     for key, qty in _keys(purchase):
         if not await capacity.take(conn, key, qty):
             if key.startswith("program:"):

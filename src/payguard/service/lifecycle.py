@@ -16,11 +16,14 @@ from sqlalchemy import select, update
 
 from payguard import ledger
 from payguard.clock import utcnow
-from payguard.errors import ClassRepLimitReached, InvalidState, NotFound, OutOfStock
+from payguard.errors import (
+    ClassRepLimitReached,
+    OutOfStock,
+    ProviderUnavailable,
+)
 from payguard.idempotency import outbound_key
 from payguard.outbox import confirmation_email, enqueue
 from payguard.providers import ProviderSession
-from payguard.service.catalog import program_capacity_key
 from payguard.service.context import AppContext
 from payguard.service.holds import keep_holds, release_holds
 from payguard.service.numbers import issue_receipt
@@ -33,7 +36,6 @@ __all__ = [
     "close_pending",
     "fulfil",
     "fulfil_in",
-    "refund_card_purchase",
     "send_pending_refund",
 ]
 
@@ -153,8 +155,6 @@ async def send_pending_refund(ctx: AppContext, purchase_id: str) -> bool:
 
     False when the provider could not be reached: the reconciler tries again later.
     """
-    from payguard.errors import ProviderUnavailable
-
     row = None
     async with ctx.db.unit_of_work(readonly=True) as uow:
         row = (await uow.conn.execute(select(purchases).where(
@@ -187,50 +187,3 @@ async def send_pending_refund(ctx: AppContext, purchase_id: str) -> bool:
 
     await ctx.db.run(done)
     return True
-
-
-async def refund_card_purchase_in(uow: UnitOfWork, purchase_id: str, reason: str) -> Any:
-    """completed -> refunded for a card purchase: book it and release the seat, once."""
-    conn, now = uow.conn, utcnow()
-    row = (await conn.execute(
-        update(purchases)
-        .where(purchases.c.id == purchase_id, purchases.c.status == "completed",
-               purchases.c.payment_method == "card")
-        .values(status="refunded", refund_status="pending", refunded_at=now, updated_at=now,
-                failure_reason=reason)
-        .returning(*purchases.c)
-    )).first()
-    if row is None:
-        current = await conn.scalar(select(purchases.c.status).where(purchases.c.id == purchase_id))
-        if current is None:
-            raise NotFound(f"no purchase {purchase_id!r}")
-        raise InvalidState(f"purchase is {current}; only completed purchases can be refunded")
-    amount, currency = int(row.amount), row.currency
-    card = ledger.platform_account_id("card", currency)
-    if row.kind == "topup":
-        source = ledger.wallet_account_id(row.user_id, currency)
-    else:
-        source = ledger.platform_account_id("revenue", currency)
-    if amount > 0:
-        # A top-up refund takes the money back out of the wallet: refused if it was spent.
-        await ledger.transfer(conn, debit=source, credit=card, amount=amount,
-                              currency=currency, kind="refund", purchase_id=row.id,
-                              reason=reason, now=now)
-    if row.program_id and row.is_class_rep:
-        from payguard import capacity
-
-        await capacity.release(conn, program_capacity_key(row.program_id), row.id, now)
-    return row
-
-
-async def refund_card_purchase(ctx: AppContext, purchase_id: str, reason: str) -> dict[str, Any]:
-    async def tx(uow: UnitOfWork) -> None:
-        await refund_card_purchase_in(uow, purchase_id, reason)
-        await uow.commit()
-
-    await ctx.db.run(tx)
-    await send_pending_refund(ctx, purchase_id)
-    async with ctx.db.unit_of_work(readonly=True) as uow:
-        return await get_purchase(uow.conn, Principal("admin"), purchase_id)
-
-

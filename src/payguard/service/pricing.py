@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from payguard.clock import as_utc
 
 __all__ = ["Pricing", "price_program"]
 
@@ -21,9 +23,7 @@ class Pricing:
 
 
 def price_program(program: Any, *, class_rep: bool, now: datetime) -> Pricing:
-    deadline = program.early_bird_deadline
-    if deadline is not None and deadline.tzinfo is None:
-        deadline = deadline.replace(tzinfo=UTC)
+    deadline = as_utc(program.early_bird_deadline)
     early = deadline is not None and now < deadline
     return Pricing(
         full_price=int(program.full_price),

@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from payguard import capacity, ledger
 from payguard.clock import utcnow
 from payguard.config import Settings
-from payguard.errors import InvalidState, NotFound, OutOfStock, ValidationFailed
+from payguard.errors import NotFound, OutOfStock, ValidationFailed
 from payguard.ids import new_id
-from payguard.service.catalog import program_capacity_key, stock_capacity_key
+from payguard.service.catalog import stock_capacity_key
 from payguard.service.numbers import next_order_number, record_receipt, take_receipt_number
 from payguard.service.principal import Principal
 from payguard.service.views import purchase_view, receipt_view
@@ -25,7 +25,6 @@ __all__ = [
     "get_receipt",
     "list_purchases",
     "purchase_with_wallet",
-    "refund_wallet_purchase",
 ]
 
 
@@ -167,31 +166,3 @@ async def get_receipt(conn: AsyncConnection, who: Principal, number: str) -> dic
     if row is None:
         raise NotFound(f"no receipt {number!r}")
     return receipt_view(row)
-
-
-async def refund_wallet_purchase(uow: UnitOfWork, purchase_id: str,
-                                 reason: str) -> dict[str, Any]:
-    """Credit a completed wallet purchase back, once; release its seat if it had one."""
-    conn = uow.conn
-    now = utcnow()
-    row = (await conn.execute(
-        update(purchases)
-        .where(purchases.c.id == purchase_id, purchases.c.status == "completed",
-               purchases.c.payment_method == "wallet")
-        .values(status="refunded", refunded_at=now, updated_at=now)
-        .returning(purchases)
-    )).first()
-    if row is None:
-        current = await conn.scalar(select(purchases.c.status).where(purchases.c.id == purchase_id))
-        if current is None:
-            raise NotFound(f"no purchase {purchase_id!r}")
-        raise InvalidState(f"purchase is {current}; only completed purchases can be refunded")
-    if row.amount > 0:
-        wallet = ledger.wallet_account_id(row.user_id, row.currency)
-        revenue = ledger.platform_account_id("revenue", row.currency)
-        await ledger.transfer(conn, debit=revenue, credit=wallet, amount=int(row.amount),
-                              currency=row.currency, kind="refund", purchase_id=purchase_id,
-                              reason=reason, now=now)
-    if row.program_id:
-        await capacity.release(conn, program_capacity_key(row.program_id), purchase_id, now)
-    return await get_purchase(conn, Principal("admin"), purchase_id)

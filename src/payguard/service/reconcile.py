@@ -33,12 +33,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 
-from payguard.clock import utcnow
+from payguard.clock import as_utc, utcnow
 from payguard.errors import LockTimeout, ProviderUnavailable
 from payguard.idempotency.store import reap_expired
 from payguard.inbox import purge_older_than
@@ -70,11 +70,6 @@ def backoff_seconds(attempts: int) -> float:
     """Delay before looking again after ``attempts`` failed provider lookups."""
     return float(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1)))
 
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 async def list_stuck(ctx: AppContext, older_than: float) -> list[dict[str, Any]]:
@@ -154,7 +149,7 @@ async def _stuck_purchases(ctx: AppContext, counts: dict[str, int], age: float) 
 
 async def _check_purchase(ctx: AppContext, row: Any, now: datetime,
                           counts: dict[str, int]) -> str:
-    past_expiry = (_aware(row.expires_at) or now) <= now
+    past_expiry = (as_utc(row.expires_at) or now) <= now
     session_id = row.provider_session_id
     if session_id is None:
         try:

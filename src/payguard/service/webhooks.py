@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from payguard.clock import utcnow
 from payguard.inbox import record_event
 from payguard.service.context import AppContext
 from payguard.service.lifecycle import close_pending_in, fulfil_in, send_pending_refund
-from payguard.store.schema import purchases
+from payguard.store.schema import inbox_events, purchases
 from payguard.store.uow import UnitOfWork
 
 __all__ = ["HANDLED_EVENTS", "handle_webhook"]
@@ -115,8 +115,6 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
 
 
 async def _already_applied(ctx: AppContext, event_id: str) -> bool:
-    from payguard.store.schema import inbox_events
-
     async with ctx.db.unit_of_work(readonly=True) as uow:
         found = await uow.conn.scalar(select(inbox_events.c.event_id).where(
             inbox_events.c.provider == "stripe", inbox_events.c.event_id == event_id))
@@ -124,10 +122,6 @@ async def _already_applied(ctx: AppContext, event_id: str) -> bool:
 
 
 async def _set_outcome(uow: UnitOfWork, event_id: str, outcome: str) -> None:
-    from sqlalchemy import update
-
-    from payguard.store.schema import inbox_events
-
     await uow.conn.execute(update(inbox_events).where(
         inbox_events.c.provider == "stripe", inbox_events.c.event_id == event_id
     ).values(outcome=outcome))

@@ -19,7 +19,7 @@ from payguard.api.deps import (
 from payguard.api.schemas import AdjustmentIn, ItemsIn, ProductIn, ProgramIn, RefundIn, UserIn
 from payguard.idempotency import Claim, StoredResponse
 from payguard.sequences import list_sequences
-from payguard.service import catalog, lifecycle, purchases, users, wallets
+from payguard.service import catalog, refunds, users, wallets
 from payguard.service.audit import run_audit
 from payguard.service.numbers import format_next
 from payguard.store.schema import purchases as purchases_table
@@ -105,13 +105,13 @@ async def refund_purchase(purchase_id: str, body: RefundIn, request: Request, ct
     if method == "card":
         # Booked in one transaction, then sent to the provider (never inside it).
         async def phased(_claim: Claim | None) -> StoredResponse:
-            refunded = await lifecycle.refund_card_purchase(ctx, purchase_id, body.reason)
+            refunded = await refunds.refund_card_purchase(ctx, purchase_id, body.reason)
             return json_response(refunded)
 
         return await run_idempotent_phased(request, ctx, admin, phased, required=True)
 
     async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
-        refunded = await purchases.refund_wallet_purchase(uow, purchase_id, body.reason)
+        refunded = await refunds.refund_wallet_purchase(uow, purchase_id, body.reason)
         return json_response(refunded)
 
     return await run_idempotent(request, ctx, admin, effects, required=True)

@@ -1,0 +1,80 @@
+"""Admin refunds of completed purchases, wallet or card, booked once.
+
+One conditional update (completed -> refunded) decides which of several concurrent refunds
+wins; the same transaction reverses the money in the ledger and releases a class-rep seat.
+A card refund is then sent to the provider outside the transaction (``refund_status``
+stays ``pending`` until the provider confirms; the reconciler retries it). Digital items
+already delivered stay with the buyer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import case, select, update
+
+from payguard import capacity, ledger
+from payguard.clock import utcnow
+from payguard.errors import InvalidState, NotFound
+from payguard.service.catalog import program_capacity_key
+from payguard.service.context import AppContext
+from payguard.service.lifecycle import send_pending_refund
+from payguard.service.principal import Principal
+from payguard.service.purchases import get_purchase
+from payguard.store.schema import purchases
+from payguard.store.uow import UnitOfWork
+
+__all__ = ["book_refund", "refund_card_purchase", "refund_wallet_purchase"]
+
+
+async def book_refund(uow: UnitOfWork, purchase_id: str, reason: str) -> Any:
+    """completed -> refunded in the caller's transaction, once; the money goes back to
+    where it came from (the wallet, or the card through the provider afterwards)."""
+    conn, now = uow.conn, utcnow()
+    is_card = purchases.c.payment_method == "card"
+    row = (await conn.execute(
+        update(purchases)
+        .where(purchases.c.id == purchase_id, purchases.c.status == "completed")
+        .values(status="refunded", refunded_at=now, updated_at=now,
+                refund_status=case((is_card, "pending"), else_=None),
+                failure_reason=case((is_card, reason), else_=purchases.c.failure_reason))
+        .returning(*purchases.c)
+    )).first()
+    if row is None:
+        current = await conn.scalar(select(purchases.c.status).where(purchases.c.id == purchase_id))
+        if current is None:
+            raise NotFound(f"no purchase {purchase_id!r}")
+        raise InvalidState(f"purchase is {current}; only completed purchases can be refunded")
+    amount, currency = int(row.amount), row.currency
+    wallet = ledger.wallet_account_id(row.user_id, currency)
+    # Where the money went on purchase, and where it came from.
+    source = wallet if row.kind == "topup" else ledger.platform_account_id("revenue", currency)
+    target = wallet if row.payment_method == "wallet" else ledger.platform_account_id(
+        "card", currency)
+    if amount > 0:
+        # A top-up refund takes the money back out of the wallet: refused if it was spent.
+        await ledger.transfer(conn, debit=source, credit=target, amount=amount,
+                              currency=currency, kind="refund", purchase_id=row.id,
+                              reason=reason, now=now)
+    if row.program_id:
+        await capacity.release(conn, program_capacity_key(row.program_id), row.id, now)
+    return row
+
+
+async def refund_wallet_purchase(uow: UnitOfWork, purchase_id: str,
+                                 reason: str) -> dict[str, Any]:
+    """Book the refund of a wallet purchase and return the purchase, in one transaction."""
+    await book_refund(uow, purchase_id, reason)
+    return await get_purchase(uow.conn, Principal("admin"), purchase_id)
+
+
+async def refund_card_purchase(ctx: AppContext, purchase_id: str, reason: str) -> dict[str, Any]:
+    """Book the refund, then send it to the provider (never inside the transaction)."""
+    async def tx(uow: UnitOfWork) -> None:
+        await book_refund(uow, purchase_id, reason)
+        await uow.commit()
+
+    await ctx.db.run(tx)
+    await send_pending_refund(ctx, purchase_id)
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        return await get_purchase(uow.conn, Principal("admin"), purchase_id)
