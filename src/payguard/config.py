@@ -11,6 +11,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "load_settings"]
 
+#: The PhonePe simulator's credentials: fine for local runs, refused for real PhonePe.
+SIM_PHONEPE_CLIENT_ID = "PAYGUARD_SIM_CLIENT"
+SIM_PHONEPE_CLIENT_SECRET = "payguard-sim-client-secret"
+SIM_PHONEPE_CALLBACK_USERNAME = "payguard-sim"
+SIM_PHONEPE_CALLBACK_PASSWORD = "payguard-sim-callback-password"
+
 
 class Settings(BaseSettings):
     """Every knob of payguard. Field ``foo`` is read from ``PAYGUARD_FOO``."""
@@ -35,11 +41,30 @@ class Settings(BaseSettings):
     idempotency_ttl: int = Field(default=86_400, gt=0)
     idempotency_lock_timeout: float = Field(default=60.0, gt=0)
 
-    provider: Literal["simulated", "stripe"] = "simulated"
+    provider: Literal["simulated", "stripe", "phonepe"] = "simulated"
+    # Which simulator ``provider=simulated`` runs and talks to.
+    simulated_provider: Literal["stripe", "phonepe"] = "stripe"
     stripe_api_key: str = "sk_test_payguard_simulated"
     stripe_webhook_secret: str = "whsec_payguard_simulated"
     stripe_api_base: str | None = None
     public_url: str = "http://127.0.0.1:8000"
+    # PhonePe Standard Checkout v2 (PAYGUARD_PROVIDER=phonepe, or the PhonePe simulator).
+    # The defaults are the simulator's; PAYGUARD_PROVIDER=phonepe refuses to start with them.
+    phonepe_client_id: str = SIM_PHONEPE_CLIENT_ID
+    phonepe_client_secret: str = SIM_PHONEPE_CLIENT_SECRET
+    phonepe_client_version: int = Field(default=1, ge=1)
+    phonepe_env: Literal["sandbox", "production"] = "sandbox"
+    phonepe_api_base: str | None = None  # unset: the SDK's host for phonepe_env
+    phonepe_oauth_base: str | None = None  # unset: phonepe_api_base
+    phonepe_callback_username: str = SIM_PHONEPE_CALLBACK_USERNAME
+    phonepe_callback_password: str = SIM_PHONEPE_CALLBACK_PASSWORD
+    # Status polling of pending PhonePe orders, on PhonePe's schedule (first check ~20 s
+    # after the order, then every 3 s backing off to every 60 s). ``poll_scale`` multiplies
+    # every delay of that schedule (tests use a small one); ``poll_interval`` is how often
+    # ``serve`` looks for orders due for a check.
+    phonepe_poll_first: float = Field(default=20.0, ge=0)
+    phonepe_poll_scale: float = Field(default=1.0, gt=0)
+    phonepe_poll_interval: float = Field(default=1.0, ge=0)
     provider_concurrency: int = Field(default=100, gt=0)
     provider_queue: int = Field(default=1000, ge=0)
     provider_timeout: float = Field(default=10.0, gt=0)
@@ -63,6 +88,10 @@ class Settings(BaseSettings):
     sim_webhook_url: str | None = None
     sim_webhook_attempts: int = Field(default=8, ge=1)
     sim_webhook_backoff: float = Field(default=0.5, gt=0)
+    # PhonePe simulator only: callbacks held back this long before they are sent (0: none),
+    # and where they go (default {PUBLIC_URL}/api/webhooks/phonepe).
+    sim_callback_delay_ms: int = Field(default=0, ge=0)
+    sim_phonepe_callback_url: str | None = None
 
     # Seconds a request may be held inside the purchase handler; a test hook that lets the
     # crash-safety tests SIGKILL the server while requests are in flight. Never set in production.
@@ -82,6 +111,13 @@ class Settings(BaseSettings):
         """The SQLAlchemy async URL: SQLite in the data dir unless a URL is configured."""
         url = self.database_url or f"sqlite:///{(self.data_dir / 'payguard.db').resolve()}"
         return to_async_url(url)
+
+    @property
+    def payment_provider(self) -> Literal["stripe", "phonepe"]:
+        """Which provider's API payguard talks to (real or simulated)."""
+        if self.provider == "simulated":
+            return self.simulated_provider
+        return self.provider
 
     @property
     def is_sqlite(self) -> bool:

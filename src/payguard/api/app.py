@@ -26,7 +26,7 @@ from payguard.metrics import Metrics, MetricsMiddleware
 from payguard.outbox import OutboxDispatcher
 from payguard.providers import create_provider
 from payguard.service.context import AppContext
-from payguard.service.reconcile import reconcile
+from payguard.service.reconcile import poll_pending, reconcile
 from payguard.store.engine import create_engine
 from payguard.store.migrate import migrate
 from payguard.store.uow import Database, UnitOfWork
@@ -94,17 +94,30 @@ async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str
             log.exception("periodic job %s failed", name)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    sim_app = None
-    if settings.provider == "simulated" and not settings.stripe_api_base:
-        from payguard.providers.simulator import create_simulator_app
+def _simulator_apps(settings: Settings) -> dict[str, FastAPI]:
+    """The simulator to mount in this server, by path (none when an API base is set)."""
+    if settings.provider != "simulated":
+        return {}
+    if settings.simulated_provider == "phonepe":
+        if settings.phonepe_api_base:
+            return {}
+        from payguard.providers.phonepe.simulator import create_phonepe_simulator_app
 
-        sim_app = create_simulator_app(settings)
+        return {"/sim/phonepe": create_phonepe_simulator_app(settings)}
+    if settings.stripe_api_base:
+        return {}
+    from payguard.providers.simulator import create_simulator_app
+
+    return {"/sim": create_simulator_app(settings)}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    sim_apps = _simulator_apps(settings)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if sim_app is not None:  # Starlette does not run a mounted app's lifespan
+        for sim_app in sim_apps.values():  # Starlette does not run a mounted app's lifespan
             await sim_app.state.simulator.store.ensure_ready()
         ctx = await build_context(settings)
         ctx.extras["metrics"] = metrics
@@ -121,6 +134,9 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.reconcile_interval > 0:
             tasks.append(asyncio.create_task(_every(
                 settings.reconcile_interval, lambda: reconcile(ctx), "reconciler")))
+        if settings.payment_provider == "phonepe" and settings.phonepe_poll_interval > 0:
+            tasks.append(asyncio.create_task(_every(
+                settings.phonepe_poll_interval, lambda: poll_pending(ctx), "phonepe-poller")))
         try:
             yield
         finally:
@@ -132,7 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
                     await task
             await close_context(ctx)
             metrics.close()
-            if sim_app is not None:
+            for sim_app in sim_apps.values():
                 await sim_app.state.simulator.aclose()
 
     app = FastAPI(title="payguard", version="0.1.0", lifespan=lifespan,
@@ -147,8 +163,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(checkout.router)
     app.include_router(operations.router)
     app.include_router(dashboard.router)
-    if sim_app is not None:
-        app.mount("/sim", sim_app)
+    for path, sim_app in sim_apps.items():
+        app.mount(path, sim_app)
     app.add_middleware(RequestLogMiddleware, enabled=settings.log_requests)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -95,6 +95,6 @@ def migrate() -> None:
     console.print("database is at the newest schema")
 
 
-app.command(help="Run the Stripe-compatible simulator standalone.")(sim)
+app.command(help="Run the Stripe- or PhonePe-compatible simulator standalone.")(sim)
 app.command(help="Run the reconciler once.")(reconcile)
 app.command(help="Race concurrent requests against a service and prove invariants.")(race)

@@ -1,8 +1,8 @@
-"""``payguard sim``: run the simulated provider on its own, e.g. next to several servers."""
+"""``payguard sim``: run a simulated provider on its own, e.g. next to several servers."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 import uvicorn
@@ -16,11 +16,29 @@ __all__ = ["sim"]
 def sim(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 12111,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    provider: Annotated[str, typer.Option(
+        help="stripe (point PAYGUARD_STRIPE_API_BASE at it) or phonepe "
+             "(point PAYGUARD_PHONEPE_API_BASE at it).")] = "stripe",
 ) -> None:
-    """Run the Stripe-compatible simulator. Point PAYGUARD_STRIPE_API_BASE at it."""
+    """Run the Stripe- or PhonePe-compatible simulator."""
     settings = load_settings()
-    app = create_simulator_app(settings)
-    typer.echo(f"simulated provider on http://{host}:{port} "
-               f"(state in {settings.data_dir / 'simulator.db'}, webhooks to "
-               f"{app.state.simulator.options.webhook.url})")
+    kind: Literal["stripe", "phonepe"]
+    if provider == "phonepe":
+        kind = "phonepe"
+    elif provider == "stripe":
+        kind = "stripe"
+    else:
+        raise typer.BadParameter("--provider must be stripe or phonepe")
+    if kind == "phonepe":
+        from payguard.providers.phonepe.simulator import create_phonepe_simulator_app
+
+        app = create_phonepe_simulator_app(settings)
+        state = settings.data_dir / "phonepe_simulator.db"
+        target = app.state.simulator.options.callback.url
+    else:
+        app = create_simulator_app(settings)
+        state = settings.data_dir / "simulator.db"
+        target = app.state.simulator.options.webhook.url
+    typer.echo(f"simulated {kind} on http://{host}:{port} (state in {state}, callbacks to "
+               f"{target})")
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -29,7 +29,8 @@ PaymentStatus = Literal["paid", "unpaid", "no_payment_required"]
 
 
 class WebhookSignatureError(PayguardError):
-    """A webhook's ``Stripe-Signature`` is missing, malformed, wrong or outside the tolerance."""
+    """A webhook's ``Stripe-Signature`` (or PhonePe callback ``Authorization``) is missing,
+    malformed, wrong or outside the tolerance."""
 
     status, code, title = 400, "INVALID_SIGNATURE", "Invalid webhook signature"
 
@@ -52,6 +53,9 @@ class ProviderSession:
     customer_email: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     client_reference_id: str | None = None
+    #: The provider says the payment failed for good (PhonePe ``FAILED``); Stripe leaves a
+    #: declined session open, so this stays False there.
+    failed: bool = False
 
     @property
     def is_paid(self) -> bool:
@@ -96,7 +100,11 @@ class PaymentProvider(Protocol):
 
 
 def create_provider(settings: Settings) -> PaymentProvider:
-    """The configured provider. Real Stripe and the simulator share one SDK-based adapter."""
+    """The configured provider. Each real provider and its simulator share one SDK adapter."""
+    if settings.payment_provider == "phonepe":
+        from payguard.providers.phonepe.adapter import PhonePeProvider
+
+        return PhonePeProvider(settings)
     from payguard.providers.stripe_adapter import StripeProvider
 
     return StripeProvider(settings)

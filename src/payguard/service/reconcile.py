@@ -2,6 +2,11 @@
 
 One run, in this order (each step in its own short transactions, each safe to repeat):
 
+0. PhonePe only: pending orders due for a status check on PhonePe's schedule (first after
+   ``PAYGUARD_PHONEPE_POLL_FIRST`` seconds, then every 3 s backing off to every minute,
+   scaled by ``PAYGUARD_PHONEPE_POLL_SCALE``; see ``providers/phonepe/schedule.py``).
+   ``serve`` also runs this step alone every ``PAYGUARD_PHONEPE_POLL_INTERVAL`` seconds
+   (:func:`poll_pending`), under the same lock.
 1. Stuck purchases: card purchases pending longer than ``older_than`` (default
    ``PAYGUARD_STUCK_AFTER``) or past their expiry. A purchase whose session was never
    recorded (the process died between creating it and recording it) first gets it through
@@ -42,6 +47,7 @@ from payguard.clock import as_utc, utcnow
 from payguard.errors import LockTimeout, ProviderUnavailable
 from payguard.idempotency.store import reap_expired
 from payguard.inbox import purge_older_than
+from payguard.providers.phonepe.schedule import next_poll_delay
 from payguard.service.checkout import ensure_session, session_payload
 from payguard.service.context import AppContext
 from payguard.service.holds import release_holds
@@ -50,7 +56,8 @@ from payguard.service.views import purchase_view
 from payguard.store.schema import idempotency_keys, purchases, reservations
 from payguard.store.uow import UnitOfWork
 
-__all__ = ["COUNT_KEYS", "RECONCILE_LOCK", "backoff_seconds", "list_stuck", "reconcile"]
+__all__ = ["COUNT_KEYS", "RECONCILE_LOCK", "backoff_seconds", "list_stuck", "poll_pending",
+           "reconcile"]
 
 log = logging.getLogger("payguard.reconcile")
 
@@ -103,7 +110,8 @@ async def reconcile(ctx: AppContext, *, older_than: float | None = None) -> dict
                 metrics.reconcile_run("skipped", counts, 0.0)
             return {**counts, "skipped": True}
         age = float(ctx.settings.stuck_after if older_than is None else older_than)
-        for step in (_stuck_purchases, _orphan_holds, _dead_keys, _refunds, _outbox, _purge):
+        for step in (_poll_due, _stuck_purchases, _orphan_holds, _dead_keys, _refunds,
+                     _outbox, _purge):
             try:
                 await step(ctx, counts, age)
             except Exception:
@@ -115,6 +123,65 @@ async def reconcile(ctx: AppContext, *, older_than: float | None = None) -> dict
     if metrics is not None:
         metrics.reconcile_run("error" if counts["errors"] else "ok", counts, seconds)
     return {**counts, "skipped": False}
+
+
+# ---- 0. PhonePe status polling ------------------------------------------------------------
+
+async def poll_pending(ctx: AppContext) -> dict[str, Any]:
+    """Only step 0, under the reconciler's lock (skipped when a run holds it)."""
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    try:
+        async with ctx.locks.hold(RECONCILE_LOCK, ttl=max(60.0, ctx.settings.provider_timeout * 6),
+                                  wait=0, auto_renew=True, max_renewals=10_000):
+            await _poll_due(ctx, counts, 0.0)
+    except LockTimeout:
+        return {**counts, "skipped": True}
+    return {**counts, "skipped": False}
+
+
+async def _poll_due(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
+    settings = ctx.settings
+    if settings.payment_provider != "phonepe":
+        return
+    now = utcnow()
+    first = timedelta(seconds=settings.phonepe_poll_first)
+    async with ctx.db.unit_of_work(readonly=True) as uow:
+        rows = (await uow.conn.execute(
+            select(purchases)
+            .where(purchases.c.status == "pending", purchases.c.payment_method == "card",
+                   purchases.c.provider_session_id.is_not(None),
+                   or_(and_(purchases.c.next_check_at.is_(None),
+                            purchases.c.created_at <= now - first),
+                       purchases.c.next_check_at <= now))
+            .order_by(purchases.c.created_at, purchases.c.id).limit(BATCH)
+        )).all()
+    for row in rows:
+        counts["checked"] += 1
+        try:
+            outcome = await _check_purchase(ctx, row, now, counts)
+        except ProviderUnavailable as exc:
+            log.warning("purchase %s: status check failed (%s)", row.id, exc)
+            outcome = "deferred"
+        except Exception:
+            outcome = "errors"
+            log.exception("polling purchase %s failed", row.id)
+        if outcome in counts:
+            counts[outcome] += 1
+        if outcome in ("none", "deferred", "errors"):
+            since_first = (now - (as_utc(row.created_at) + first)).total_seconds()
+            delay = next_poll_delay(since_first, scale=settings.phonepe_poll_scale)
+            await _schedule(ctx, row.id, now + timedelta(seconds=delay))
+
+
+async def _schedule(ctx: AppContext, purchase_id: str, at: datetime) -> None:
+    async def tx(uow: UnitOfWork) -> None:
+        await uow.conn.execute(
+            update(purchases).where(purchases.c.id == purchase_id,
+                                    purchases.c.status == "pending")
+            .values(next_check_at=at))
+        await uow.commit()
+
+    await ctx.db.run(tx)
 
 
 # ---- 1. stuck purchases -------------------------------------------------------------------
@@ -169,6 +236,8 @@ async def _check_purchase(ctx: AppContext, row: Any, now: datetime,
     if session.payment_status == "paid":
         outcome = await fulfil(ctx, row.id, session)
         return {"completed": "completed", "refund": "refunded"}.get(outcome, "none")
+    if session.failed and not past_expiry:
+        return await _close(ctx, row.id, "failed", counts, "payment failed at the provider")
     if session.status == "expired":
         return await _close(ctx, row.id, "expired", counts, "checkout expired")
     # Open (the buyer may still pay) or complete-but-unpaid (async payment settling).

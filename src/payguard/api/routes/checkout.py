@@ -12,7 +12,7 @@ from payguard.api.problems import dumps
 from payguard.api.schemas import CheckoutIn
 from payguard.idempotency import Claim, StoredResponse
 from payguard.outbox import list_mailbox
-from payguard.service import cancel, checkout, webhooks
+from payguard.service import cancel, checkout, phonepe_callbacks, webhooks
 
 router = APIRouter(prefix="/api", tags=["checkout"])
 
@@ -48,6 +48,15 @@ async def cancel_purchase(purchase_id: str, request: Request, ctx: Ctx, user: Us
 async def stripe_webhook(request: Request, ctx: Ctx) -> Response:
     payload = await request.body()
     result = await webhooks.handle_webhook(ctx, payload, request.headers.get("stripe-signature"))
+    return Response(dumps(result), media_type="application/json")
+
+
+@router.post("/webhooks/phonepe")
+async def phonepe_callback(request: Request, ctx: Ctx) -> Response:
+    """PhonePe's server-to-server callback (``Authorization: sha256(username:password)``)."""
+    payload = await request.body()
+    result = await phonepe_callbacks.handle_phonepe_callback(
+        ctx, payload, request.headers.get("authorization"))
     return Response(dumps(result), media_type="application/json")
 
 

@@ -86,8 +86,9 @@ class Txn:
 
 
 class SimStore:
-    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0, extra_schema: str = "") -> None:
         self.path = path
+        self._extra_schema = extra_schema  # another simulator's own tables
         self._busy_timeout = busy_timeout
         self._ready = False
         self._init_lock = asyncio.Lock()
@@ -108,7 +109,7 @@ class SimStore:
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + self._extra_schema)
         finally:
             conn.close()
 

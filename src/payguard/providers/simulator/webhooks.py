@@ -15,7 +15,7 @@ import hmac
 import random
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -43,6 +43,11 @@ class WebhookPolicy:
     backoff: float = 0.5  # first retry delay; doubles each time
     max_backoff: float = 30.0
     timeout: float = 10.0
+    #: Sent as ``Authorization`` instead of a ``Stripe-Signature`` (PhonePe's callbacks).
+    authorization: str | None = None
+    #: Seconds every delivery is held back before its first attempt.
+    delay: float = 0.0
+    user_agent: str = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,13 @@ class Deliverer:
         self.policy = policy
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
+
+    def with_policy(self, **changes: Any) -> Deliverer:
+        """This deliverer with some policy fields changed for one operation (its tasks are
+        still tracked, waited for and cancelled here)."""
+        other = Deliverer(self.store, replace(self.policy, **changes))
+        other._tasks = self._tasks
+        return other
 
     def plan(self, txn: Txn) -> list[PlannedDelivery]:
         """Record the deliveries owed for the events of ``txn`` (inside that transaction)."""
@@ -91,6 +103,8 @@ class Deliverer:
         task.add_done_callback(self._tasks.discard)
 
     async def _in_order(self, planned: list[PlannedDelivery]) -> None:
+        if self.policy.delay:
+            await asyncio.sleep(self.policy.delay)
         async with httpx.AsyncClient(timeout=self.policy.timeout) as client:
             for delivery in planned:
                 await self._deliver(client, delivery)
@@ -102,11 +116,8 @@ class Deliverer:
             error: str | None = None
             try:
                 # Signed afresh per attempt, like Stripe: the timestamp is the send time.
-                response = await client.post(policy.url, content=delivery.event.body, headers={
-                    "Content-Type": "application/json; charset=utf-8",
-                    "Stripe-Signature": sign_payload(delivery.event.body, policy.secret),
-                    "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-                })
+                response = await client.post(policy.url, content=delivery.event.body,
+                                             headers=self._headers(delivery.event.body))
                 status = response.status_code
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -119,6 +130,15 @@ class Deliverer:
             if final:
                 return
             await asyncio.sleep(min(policy.backoff * 2 ** (attempt - 1), policy.max_backoff))
+
+    def _headers(self, body: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json; charset=utf-8",
+                   "User-Agent": self.policy.user_agent}
+        if self.policy.authorization is not None:
+            headers["Authorization"] = self.policy.authorization
+        else:
+            headers["Stripe-Signature"] = sign_payload(body, self.policy.secret)
+        return headers
 
     async def _record(self, delivery_id: int, state: str, attempts: int, status: int | None,
                       error: str | None) -> None:
