@@ -1,0 +1,71 @@
+"""PhonePe adapter pieces that need no network: schedule, mapping, callback check, settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from payguard.config import Settings
+from payguard.providers.base import WebhookSignatureError
+from payguard.providers.phonepe.adapter import PhonePeProvider, check_settings
+from payguard.providers.phonepe.mapping import merchant_id_from_key, session_from_order
+from payguard.providers.phonepe.schedule import next_poll_delay
+
+REAL = {"phonepe_client_id": "M123", "phonepe_client_secret": "s3cret",
+        "phonepe_callback_username": "merchant", "phonepe_callback_password": "cb-pass",
+        "currency": "INR"}
+
+
+def test_poll_schedule_follows_phonepe_and_scales() -> None:
+    assert [next_poll_delay(t) for t in (0, 29, 30, 89, 90, 149, 150, 209, 210, 5000)] == [
+        3, 3, 6, 6, 10, 10, 30, 30, 60, 60]
+    assert next_poll_delay(0, scale=0.05) == pytest.approx(0.15)
+    assert next_poll_delay(10.5, scale=0.05) == pytest.approx(3.0)  # 210 s of the schedule
+
+
+def test_order_states_map_onto_the_session_port() -> None:
+    paid = session_from_order("pur_1", {"state": "COMPLETED", "amount": 500,
+                                        "expireAt": 1_800_000_000_000, "orderId": "OMO1"})
+    assert (paid.status, paid.payment_status, paid.is_paid, paid.failed) == (
+        "complete", "paid", True, False)
+    assert (paid.currency, paid.amount_total, paid.payment_intent) == ("INR", 500, "pur_1")
+    assert paid.expires_at.timestamp() == 1_800_000_000
+    failed = session_from_order("pur_1", {"state": "FAILED", "errorCode": "X"})
+    assert (failed.is_paid, failed.failed, failed.metadata["phonepe_error"]) == (False, True, "X")
+    pending = session_from_order("pur_1", {"state": "PENDING"})
+    assert (pending.status, pending.is_paid, pending.failed) == ("open", False, False)
+
+
+def test_merchant_ids_derive_from_our_keys() -> None:
+    assert merchant_id_from_key("payguard:pur_a-B_c:refund") == "payguard-pur_a-B_c-refund"
+    assert len(merchant_id_from_key("x" * 100)) == 63
+
+
+def test_real_phonepe_refuses_simulator_or_missing_credentials() -> None:
+    with pytest.raises(ValueError, match="PAYGUARD_PHONEPE_CLIENT_SECRET"):
+        check_settings(Settings(provider="phonepe", **{**REAL, "phonepe_client_secret": ""}))
+    with pytest.raises(ValueError, match="PAYGUARD_PHONEPE_CALLBACK_PASSWORD"):
+        check_settings(Settings(provider="phonepe", **{
+            k: v for k, v in REAL.items() if k != "phonepe_callback_password"}))
+    with pytest.raises(ValueError, match="INR"):
+        check_settings(Settings(provider="simulated", simulated_provider="phonepe"))
+    check_settings(Settings(provider="phonepe", **REAL))  # complete: accepted
+    check_settings(Settings(provider="simulated", simulated_provider="phonepe", currency="INR"))
+
+
+async def test_callback_authorization_is_checked_with_the_sdk() -> None:
+    provider = PhonePeProvider(Settings(provider="phonepe", **REAL))
+    body = json.dumps({"event": "checkout.order.completed", "type": "PG_ORDER_COMPLETED",
+                       "payload": {"merchantOrderId": "pur_1", "state": "COMPLETED"}}).encode()
+    right = hashlib.sha256(b"merchant:cb-pass").hexdigest()
+    try:
+        assert provider.construct_event(body, right)["payload"]["merchantOrderId"] == "pur_1"
+        for header in (None, "", hashlib.sha256(b"merchant:wrong").hexdigest(), "Bearer x"):
+            with pytest.raises(WebhookSignatureError):
+                provider.construct_event(body, header)
+        with pytest.raises(WebhookSignatureError):
+            provider.construct_event(b"not json", right)
+    finally:
+        await provider.close()
