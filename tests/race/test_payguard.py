@@ -67,3 +67,19 @@ async def test_invariants_hold_while_instances_are_killed(pg_url: str) -> None:
     problems = {r.name: [f"{i.name}: {i.evidence}" for i in r.broken] or r.reason
                 for r in report.results if r.status is not ScenarioStatus.PASSED}
     assert not problems, (problems, report.faults)
+
+
+async def test_checkout_scenarios_hold_with_phonepe_on_sqlite() -> None:
+    """``payguard race --provider phonepe``: the checkout scenarios through simulated PhonePe
+    (the storm delivers each callback 5 times, shuffled, with PhonePe's Authorization)."""
+    names = ["class-rep", "checkout-idempotency", "double-click", "webhook-storm"]
+    report = await run_race_async(RaceConfig(
+        spawn=True, provider="phonepe", scenarios=names, sizes=_sizes(), progress=False,
+        concurrency=40,
+    ))
+    statuses = {r.name: r.status for r in report.results}
+    assert statuses == dict.fromkeys(names, ScenarioStatus.PASSED), [
+        (r.name, r.reason, [(i.name, i.evidence) for i in r.broken]) for r in report.results]
+    storm = next(r for r in report.results if r.name == "webhook-storm")
+    assert any(i.name == "each event id applied once" and i.held for i in storm.invariants)
+    assert report.exit_code == 0

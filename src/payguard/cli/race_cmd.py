@@ -39,7 +39,10 @@ def race(
         envvar="PAYGUARD_STRIPE_WEBHOOK_SECRET",
         help="Webhook secret of the service at --url, to sign the storm's own deliveries.")] = None,
     sim_url: Annotated[str | None, typer.Option(
-        help="Simulator base URL for --url (default: URL/sim).")] = None,
+        help="Simulator base URL for --url (default: URL/sim, or URL/sim/phonepe).")] = None,
+    provider: Annotated[str, typer.Option(
+        help="stripe or phonepe: the simulated provider the checkout scenarios pay through "
+             "(with --spawn, servers run that simulator; PhonePe in INR).")] = "stripe",
     kill_every: Annotated[float | None, typer.Option(
         min=0.5, help="With --spawn: SIGKILL and restart a random instance every N seconds.")]
     = None,
@@ -60,6 +63,8 @@ def race(
         raise typer.BadParameter("give either --url (with --admin-token) or --spawn")
     if url and not admin_token:
         raise typer.BadParameter("--url needs --admin-token (or PAYGUARD_ADMIN_TOKEN)")
+    if provider not in ("stripe", "phonepe"):
+        raise typer.BadParameter("--provider must be stripe or phonepe")
     if kill_every and not spawn:
         raise typer.BadParameter("--kill-every needs --spawn: the harness must own the processes")
     config = RaceConfig(
@@ -67,7 +72,8 @@ def race(
         instances=instances, database_url=database_url,
         redis_url=os.environ.get("PAYGUARD_REDIS_URL") or None, concurrency=concurrency,
         requests=requests, json_path=json_path, webhook_secret=webhook_secret,
-        sim_url=sim_url, kill_every=kill_every, provider_failure_rate=provider_failure_rate,
+        sim_url=sim_url, provider=provider, kill_every=kill_every,
+        provider_failure_rate=provider_failure_rate,
         duplicate_deliveries=duplicate_deliveries, seed=seed, progress=progress,
     )
     # Piped output (CI logs, README) gets a readable width instead of 80 columns.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +29,7 @@ class Target:
     sim_url: str | None
     webhook_secret: str | None
     cluster: Cluster | None = None
+    callback_auth: str | None = None
 
 
 def run_race(config: RaceConfig) -> RaceReport:
@@ -41,16 +44,29 @@ async def _target(config: RaceConfig) -> AsyncIterator[Target]:
             instances=config.instances, database_url=config.database_url,
             redis_url=config.redis_url, provider_failure_rate=config.provider_failure_rate,
             duplicate_deliveries=config.duplicate_deliveries,
-            extra_env=_fault_env(config) | config.server_env,
+            extra_env=_fault_env(config) | config.server_env, provider=config.provider,
         ) as cluster:
             yield Target(cluster.urls, cluster.admin_token, cluster.description,
-                         cluster.sim_url, cluster.webhook_secret, cluster)
+                         cluster.sim_url, cluster.webhook_secret, cluster,
+                         callback_auth=_phonepe_auth(config.server_env))
         return
     if not config.url or not config.admin_token:
         raise ValueError("give --url and --admin-token, or --spawn")
     urls = [u.strip().rstrip("/") for u in config.url.split(",") if u.strip()]
+    sim = "/sim/phonepe" if config.provider == "phonepe" else "/sim"
     yield Target(urls, config.admin_token, ", ".join(urls),
-                 config.sim_url or f"{urls[0]}/sim", config.webhook_secret)
+                 config.sim_url or f"{urls[0]}{sim}", config.webhook_secret,
+                 callback_auth=_phonepe_auth(dict(os.environ)))
+
+
+def _phonepe_auth(env: dict[str, str]) -> str:
+    """PhonePe's callback ``Authorization`` for the service's (or the simulator's default)
+    callback username and password."""
+    from payguard.config import SIM_PHONEPE_CALLBACK_PASSWORD, SIM_PHONEPE_CALLBACK_USERNAME
+
+    user = env.get("PAYGUARD_PHONEPE_CALLBACK_USERNAME", SIM_PHONEPE_CALLBACK_USERNAME)
+    password = env.get("PAYGUARD_PHONEPE_CALLBACK_PASSWORD", SIM_PHONEPE_CALLBACK_PASSWORD)
+    return hashlib.sha256(f"{user}:{password}".encode()).hexdigest()
 
 
 def _fault_env(config: RaceConfig) -> dict[str, str]:
@@ -88,7 +104,9 @@ async def run_race_async(config: RaceConfig) -> RaceReport:
                         ctx = Context(client=client, api=api, recorder=Recorder(),
                                       requests=config.sizes.get(name, config.requests),
                                       sim_url=target.sim_url,
-                                      webhook_secret=target.webhook_secret, rng=rng)
+                                      webhook_secret=target.webhook_secret, rng=rng,
+                                      provider=config.provider,
+                                      callback_auth=target.callback_auth)
                         report.results.append(
                             await run_scenario(REGISTRY[name], ctx, progress.track))
             finally:

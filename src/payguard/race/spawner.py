@@ -79,6 +79,7 @@ class Cluster:
         duplicate_deliveries: int = 1,
         extra_env: dict[str, str] | None = None,
         python: str = sys.executable,
+        provider: str = "stripe",
     ) -> None:
         if instances < 1:
             raise ValueError("instances must be at least 1")
@@ -96,6 +97,9 @@ class Cluster:
         self._failure_rate = provider_failure_rate
         self._duplicates = duplicate_deliveries
         self._extra = dict(extra_env or {})
+        if provider not in ("stripe", "phonepe"):
+            raise ValueError("provider must be stripe or phonepe")
+        self.provider = provider
         self.servers: list[_Proc] = []
         self.sim: _Proc | None = None
 
@@ -107,7 +111,8 @@ class Cluster:
 
     @property
     def sim_url(self) -> str:
-        return self.sim.url if self.sim else f"{self.servers[0].url}/sim"
+        mount = "/sim/phonepe" if self.provider == "phonepe" else "/sim"
+        return self.sim.url if self.sim else f"{self.servers[0].url}{mount}"
 
     @property
     def description(self) -> str:
@@ -132,18 +137,22 @@ class Cluster:
             env["PAYGUARD_DATABASE_URL"] = self.database_url
         if self.redis_url:
             env["PAYGUARD_REDIS_URL"] = self.redis_url
+        if self.provider == "phonepe":
+            env.update(PAYGUARD_SIMULATED_PROVIDER="phonepe", PAYGUARD_CURRENCY="INR")
         env.update(self._extra)
         return env
 
     async def start(self) -> None:
         ports = [free_port() for _ in range(self.instances)]
-        webhook_url = f"http://127.0.0.1:{ports[0]}/api/webhooks/stripe"
+        webhook_url = f"http://127.0.0.1:{ports[0]}/api/webhooks/{self.provider}"
         sim_port = free_port() if self.instances > 1 else None
         for i, port in enumerate(ports):
             env = self._env(self._tmp / f"instance-{i}", f"http://127.0.0.1:{port}")
             env["PAYGUARD_SIM_WEBHOOK_URL"] = webhook_url
+            env["PAYGUARD_SIM_PHONEPE_CALLBACK_URL"] = webhook_url
             if sim_port is not None:
                 env["PAYGUARD_STRIPE_API_BASE"] = f"http://127.0.0.1:{sim_port}/"
+                env["PAYGUARD_PHONEPE_API_BASE"] = f"http://127.0.0.1:{sim_port}"
             self.servers.append(_Proc(
                 f"instance-{i}",
                 [self.python, "-m", "payguard", "serve", "--host", "127.0.0.1",
@@ -155,8 +164,10 @@ class Cluster:
             # otherwise: point both at instance 0.
             env = self._env(self._tmp / "sim", self.servers[0].url)
             env["PAYGUARD_SIM_WEBHOOK_URL"] = webhook_url
+            env["PAYGUARD_SIM_PHONEPE_CALLBACK_URL"] = webhook_url
             self.sim = _Proc("sim", [self.python, "-m", "payguard", "sim", "--port",
-                                     str(sim_port)], env, sim_port, self._tmp / "sim.log", "")
+                                     str(sim_port), "--provider", self.provider],
+                             env, sim_port, self._tmp / "sim.log", "")
         # Migrate once up front: N servers migrating one fresh database at once would race.
         await self._migrate(self.servers[0].env)
         procs = ([self.sim] if self.sim else []) + self.servers

@@ -40,6 +40,9 @@ class RaceConfig:
     json_path: Path | None = None
     webhook_secret: str | None = None
     sim_url: str | None = None
+    #: The payment provider the (spawned or given) service checks out through: ``stripe``
+    #: or ``phonepe`` (spawned servers then run the PhonePe simulator, in INR).
+    provider: str = "stripe"
     kill_every: float | None = None
     provider_failure_rate: float = 0.0
     duplicate_deliveries: int = 5

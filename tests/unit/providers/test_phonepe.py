@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import threading
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from payguard.config import Settings
+from payguard.errors import ProviderUnavailable
 from payguard.providers.base import WebhookSignatureError
 from payguard.providers.phonepe.adapter import PhonePeProvider, check_settings
 from payguard.providers.phonepe.mapping import merchant_id_from_key, session_from_order
@@ -68,4 +73,57 @@ async def test_callback_authorization_is_checked_with_the_sdk() -> None:
         with pytest.raises(WebhookSignatureError):
             provider.construct_event(b"not json", right)
     finally:
+        await provider.close()
+
+
+class _BlockingSdk:
+    """Stands in for the SDK client: each status call blocks its thread until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.running = self.peak = 0
+        self._lock = threading.Lock()
+
+    def get_order_status(self, merchant_order_id: str) -> Any:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            self.release.wait(10)
+        finally:
+            with self._lock:
+                self.running -= 1
+        return SimpleNamespace(to_json=lambda: json.dumps({"state": "COMPLETED", "amount": 5}))
+
+
+async def test_blocking_sdk_calls_share_the_bounded_queue() -> None:
+    """2 calls on threads, 1 waiting, the rest refused at once; a caller that gives up
+    keeps its slot until its thread is done, so the bound counts real SDK calls."""
+    provider = PhonePeProvider(Settings(provider="simulated", simulated_provider="phonepe",
+                                        currency="INR", provider_concurrency=2,
+                                        provider_queue=1, provider_timeout=10))
+    sdk = _BlockingSdk()
+    provider._sdk = lambda: sdk  # type: ignore[method-assign]
+    try:
+        calls = [asyncio.create_task(provider.retrieve_checkout_session(f"pur_{i}"))
+                 for i in range(6)]
+        await asyncio.sleep(0.3)
+        refused = [t for t in calls if t.done()]
+        assert len(refused) == 3
+        for t in refused:
+            with pytest.raises(ProviderUnavailable, match="queue is full"):
+                t.result()
+        assert (sdk.running, provider.stats.in_flight, provider.stats.queued) == (2, 2, 1)
+        running = [t for t in calls if not t.done()]
+        running[0].cancel()  # its caller gives up; its thread still runs
+        await asyncio.sleep(0.2)
+        assert provider.stats.in_flight == 2 and sdk.running == 2
+        sdk.release.set()
+        results = await asyncio.gather(*running, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert all(getattr(r, "is_paid", False) for r in results[1:])
+        assert sdk.peak == 2 and provider.stats.in_flight == 0
+        assert provider.stats.rejected_total == 3
+    finally:
+        sdk.release.set()
         await provider.close()

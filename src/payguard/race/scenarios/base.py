@@ -42,6 +42,10 @@ class Context:
     exclusive: bool = True
     sim_url: str | None = None
     webhook_secret: str | None = None
+    #: ``stripe`` or ``phonepe``: which simulator's pay page and callback format to use.
+    provider: str = "stripe"
+    #: PhonePe only: the ``Authorization`` value its callbacks carry (None: unknown).
+    callback_auth: str | None = None
     rng: random.Random = field(default_factory=random.Random)
 
 

@@ -42,6 +42,7 @@ class Mixed(Scenario):
                 client=self.client, api=self.api, recorder=rec, requests=size,
                 exclusive=False, sim_url=self.ctx.sim_url,
                 webhook_secret=self.ctx.webhook_secret, rng=self.ctx.rng,
+                provider=self.ctx.provider, callback_auth=self.ctx.callback_auth,
             )
             part = cls(ctx)
             try:

@@ -1,8 +1,14 @@
-"""webhook-storm: every event delivered many times, out of order, concurrently; applied once."""
+"""webhook-storm: every event delivered many times, out of order, concurrently; applied once.
+
+With ``--provider phonepe`` the payments go through the PhonePe simulator's pay page with its
+own callbacks dropped, and the harness delivers each ``PG_ORDER_COMPLETED`` callback itself,
+``COPIES`` times, shuffled and concurrently, with PhonePe's ``Authorization`` header.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from functools import partial
@@ -31,8 +37,17 @@ class WebhookStorm(Scenario):
               ("GET", "/api/purchases/{id}"))
     default_requests = 10
 
+    @property
+    def phonepe(self) -> bool:
+        return self.ctx.provider == "phonepe"
+
+    def _delivers(self) -> bool:
+        """Whether the harness can sign (or authorize) deliveries of its own."""
+        return bool(self.ctx.callback_auth if self.phonepe else self.ctx.webhook_secret)
+
     def planned(self) -> int:
-        storm = len(FULFILLING) * COPIES if self.ctx.webhook_secret else 0
+        kinds = 1 if self.phonepe else len(FULFILLING)
+        storm = kinds * COPIES if self._delivers() else 0
         return self.n * (1 + storm)
 
     async def setup(self) -> None:
@@ -54,6 +69,13 @@ class WebhookStorm(Scenario):
             self.topups.append((user, amount, reply.body))
 
     async def _pay(self, session_id: str) -> Reply:
+        if self.phonepe:
+            # With our own deliveries, the simulator's are dropped: each callback then has
+            # exactly COPIES deliveries, all from here.
+            faults: dict[str, Any] = ({"drop": True} if self._delivers()
+                                      else {"duplicates": COPIES})
+            return await self.request("sim pay", "POST", f"{self.sim}/pay/{session_id}",
+                                      json_body={"outcome": "success", **faults})
         return await self.request(
             "sim pay", "POST", f"{self.sim}/checkout/{session_id}/pay",
             json_body={"outcome": "succeeded"},
@@ -79,6 +101,12 @@ class WebhookStorm(Scenario):
         }
 
     async def _deliver(self, event_id: str, body: bytes) -> tuple[str, Reply]:
+        if self.phonepe:
+            assert self.ctx.callback_auth is not None
+            return event_id, await self.request(
+                "callback", "POST", "/api/webhooks/phonepe", content=body,
+                headers={"Content-Type": "application/json",
+                         "Authorization": self.ctx.callback_auth})
         assert self.ctx.webhook_secret is not None
         return event_id, await self.request(
             "webhook", "POST", "/api/webhooks/stripe", content=body,
@@ -90,7 +118,13 @@ class WebhookStorm(Scenario):
         self.pays = await gather(partial(self._pay, str(c["session_id"]))
                                  for _, _, c in self.topups)
         self.deliveries: list[tuple[str, Reply]] = []
-        if self.ctx.webhook_secret:
+        if self.phonepe and self._delivers():
+            orders = [r.body for r in self.pays if r.status == 200 and isinstance(r.body, dict)]
+            events = [_phonepe_callback(o) for o in orders]
+            work = [e for e in events for _ in range(COPIES)]
+            self.ctx.rng.shuffle(work)
+            self.deliveries = await gather(partial(self._deliver, eid, b) for eid, b in work)
+        elif self.ctx.webhook_secret:
             sessions = await gather(partial(self._session_object, c) for _, _, c in self.topups)
             events = [event(kind, s) for s in sessions for kind in FULFILLING]
             work = [e for e in events for _ in range(COPIES)]
@@ -128,7 +162,8 @@ class WebhookStorm(Scenario):
             Invariant("every payment fulfilled", statuses == Counter({"completed": self.n}),
                       f"purchase statuses: {dict(statuses)}"
                       + ("" if self.deliveries else
-                         " (simulator deliveries only: no webhook secret to sign with)")),
+                         " (simulator deliveries only: no webhook secret or callback "
+                         "credentials to deliver with)")),
             Invariant("each topup credited exactly once", not wrong,
                       "; ".join(wrong[:5]) or f"{self.n} wallets hold exactly their topup"),
             Invariant("one receipt per payment", len(self.receipts) == self.n,
@@ -154,3 +189,14 @@ class WebhookStorm(Scenario):
                           "one 'duplicate: false' each"),
             ]
         return invariants
+
+
+def _phonepe_callback(order: dict[str, Any]) -> tuple[str, bytes]:
+    """A ``PG_ORDER_COMPLETED`` callback for a paid order (as the simulator answered it),
+    with the id payguard's inbox keys it by."""
+    keys = ("merchantId", "merchantOrderId", "orderId", "state", "amount", "expireAt",
+            "metaInfo", "paymentDetails")
+    payload = {k: order[k] for k in keys if order.get(k) is not None}
+    body = json.dumps({"event": "checkout.order.completed", "type": "PG_ORDER_COMPLETED",
+                       "payload": payload}).encode()
+    return f"PG_ORDER_COMPLETED:{order.get('orderId')}", body
