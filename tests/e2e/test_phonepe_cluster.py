@@ -52,7 +52,9 @@ async def nodes(pg_url: str, redis_url: str,
     # Callbacks reach instance 1; checkouts and reads go to all three.
     sim = _start_phonepe_sim(tmp_path / "sim", sim_port,
                              f"http://127.0.0.1:{ports[1]}/api/webhooks/phonepe")
-    env = {**PHONEPE_ENV, "PAYGUARD_REDIS_URL": redis_url, "PAYGUARD_LOCK_BACKEND": "redis",
+    # PhonePe's own polling schedule (first look after 20 s): the callbacks do the work here.
+    env = {**PHONEPE_ENV, "PAYGUARD_PHONEPE_POLL_FIRST": "20", "PAYGUARD_PHONEPE_POLL_SCALE": "1",
+           "PAYGUARD_REDIS_URL": redis_url, "PAYGUARD_LOCK_BACKEND": "redis",
            "PAYGUARD_PHONEPE_API_BASE": f"http://127.0.0.1:{sim_port}",
            "PAYGUARD_PROVIDER_CONCURRENCY": str(PER_INSTANCE), "PAYGUARD_PROVIDER_QUEUE": "20"}
     servers = [LiveServer(tmp_path / f"node{i}", pg_url, env=env, port=p)
@@ -62,8 +64,9 @@ async def nodes(pg_url: str, redis_url: str,
     try:
         for s in servers:
             s.admin_token = servers[0].admin_token
-            s.start()
-            clients.append(ApiClient(s.url, s.admin_token))
+        servers[0].start()  # migrates the fresh database; then the others at once
+        await asyncio.gather(*(asyncio.to_thread(s.start) for s in servers[1:]))
+        clients.extend(ApiClient(s.url, s.admin_token) for s in servers)
         yield clients, simulator
     finally:
         for c in [*clients, simulator]:
