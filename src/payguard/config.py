@@ -28,6 +28,17 @@ class Settings(BaseSettings):
     # Connections per process (plus as many again on demand). PostgreSQL allows 100 by
     # default: instances x workers x 2 x db_pool_size must stay below that.
     db_pool_size: int = Field(default=10, ge=1)
+    # Seconds to wait for a connection to a PostgreSQL host before trying the next one of
+    # a multi-host URL (and, with none left, answering 503).
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    # Seconds a transaction that found no writable server (a failover) is retried inside
+    # the request before it is answered 503 DATABASE_UNAVAILABLE with Retry-After.
+    db_unavailable_wait: float = Field(default=2.0, ge=0)
+    # Per-session synchronous_commit. "on" with synchronous_standby_names on the server
+    # waits for the standby to flush; "remote_apply" also for it to apply. "local" and
+    # "off" can lose acknowledged payments in a failover (docs/failover.md): they exist so
+    # that the failover harness can show that it catches exactly that.
+    db_synchronous_commit: Literal["on", "remote_apply", "remote_write", "local", "off"] = "on"
     redis_url: str | None = None
     lock_redis_prefix: str = "payguard:locks:"
     lock_backend: Literal["auto", "local", "sql", "redis"] = "auto"
@@ -139,12 +150,31 @@ class Settings(BaseSettings):
 
 
 def to_async_url(url: str) -> str:
-    """Map plain ``postgresql://`` / ``sqlite://`` URLs onto the async drivers."""
+    """Map plain ``postgresql://`` / ``sqlite://`` URLs onto the async drivers.
+
+    A libpq-style multi-host URL, ``postgresql://user@h1:5432,h2:5432/db?...``, becomes
+    SQLAlchemy's form, ``postgresql+asyncpg://user@/db?host=h1:5432&host=h2:5432&...``
+    (asyncpg then tries the hosts in order; ``target_session_attrs=read-write`` makes it
+    skip standbys).
+    """
     if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        return "postgresql+asyncpg://" + _multi_host_to_query(url.split("://", 1)[1])
     if url.startswith("sqlite://"):
         return "sqlite+aiosqlite://" + url.split("://", 1)[1]
     return url
+
+
+def _multi_host_to_query(rest: str) -> str:
+    """``user@h1:p1,h2:p2/db?q`` -> ``user@/db?host=h1:p1&host=h2:p2&q``; else unchanged."""
+    authority, _, path = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if "," not in hosts:
+        return rest
+    database, _sep, query = path.partition("?")
+    params = [f"host={h if ':' in h else h + ':5432'}" for h in hosts.split(",") if h]
+    if query:
+        params.append(query)
+    return f"{userinfo}{at}/{database}?{'&'.join(params)}"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -18,6 +18,8 @@
     ├── ValidationFailed             422 VALIDATION_ERROR
     ├── LockTimeout                  503 LOCK_TIMEOUT          (retryable)
     ├── ProviderUnavailable          503 PROVIDER_UNAVAILABLE  (retryable)
+    ├── DatabaseUnavailable          503 DATABASE_UNAVAILABLE  (retryable)
+    │   └── CommitOutcomeUnknown     503 COMMIT_OUTCOME_UNKNOWN (retry with the same key)
     └── LockNotOwned                 500 LOCK_NOT_OWNED        (a programming error)
 """
 
@@ -28,7 +30,9 @@ from typing import Any, ClassVar
 __all__ = [
     "AlreadyPurchased",
     "ClassRepLimitReached",
+    "CommitOutcomeUnknown",
     "Conflict",
+    "DatabaseUnavailable",
     "Forbidden",
     "IdempotencyKeyInvalid",
     "IdempotencyKeyMissing",
@@ -170,6 +174,31 @@ class ProviderUnavailable(PayguardError):
 
     status, code, title = 503, "PROVIDER_UNAVAILABLE", "Payment provider unavailable"
     retry_after = 2
+
+
+class DatabaseUnavailable(PayguardError):
+    """No writable database server could be reached (down, failing over, or read-only).
+
+    Nothing of the request was committed: a retry (with the same ``Idempotency-Key``)
+    is safe and runs it from the start.
+    """
+
+    status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
+    retry_after = 1
+    #: False when COMMIT may have been sent (see ``CommitOutcomeUnknown``) or had applied:
+    #: then the transaction must not be replayed by the server itself.
+    nothing_committed: bool = True
+
+
+class CommitOutcomeUnknown(DatabaseUnavailable):
+    """The connection was lost while COMMIT was in flight: it may or may not have applied.
+
+    Never guessed: a retry with the same ``Idempotency-Key`` replays the stored answer if
+    the commit survived, or runs the request again if it did not.
+    """
+
+    code, title = "COMMIT_OUTCOME_UNKNOWN", "Commit outcome unknown"
+    nothing_committed = False
 
 
 class LockNotOwned(PayguardError):

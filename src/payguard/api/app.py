@@ -39,7 +39,12 @@ log = logging.getLogger("payguard.app")
 async def build_context(settings: Settings) -> AppContext:
     url = settings.resolved_database_url
     await migrate(url)
-    db = Database(create_engine(url, pool_size=settings.db_pool_size))
+    db = Database(
+        create_engine(url, pool_size=settings.db_pool_size,
+                      connect_timeout=settings.db_connect_timeout,
+                      synchronous_commit=settings.db_synchronous_commit),
+        unavailable_wait=settings.db_unavailable_wait,
+    )
     guard = IdempotencyGuard(
         db, ttl=settings.idempotency_ttl, lock_timeout=settings.idempotency_lock_timeout,
         render_error=problems.render_error, hold_seconds=settings.test_hold_seconds,

@@ -46,6 +46,17 @@ def race(
     kill_every: Annotated[float | None, typer.Option(
         min=0.5, help="With --spawn: SIGKILL and restart a random instance every N seconds.")]
     = None,
+    failover_after: Annotated[float | None, typer.Option(
+        min=0.0, help="With --spawn: build a PostgreSQL primary and a synchronous standby, "
+                      "SIGKILL the primary N seconds in, promote the standby, then check that "
+                      "every write answered 2xx is on it exactly once.")] = None,
+    failover_lag: Annotated[float, typer.Option(
+        min=0.0, help="Seconds the standby is cut off (WAL senders frozen) before the kill.")]
+    = 1.0,
+    synchronous_commit: Annotated[str, typer.Option(
+        help="With --failover-after: synchronous_commit of the primary and the instances "
+             "(on, remote_apply; 'off' on purpose shows the check catching lost writes).")]
+    = "on",
     provider_failure_rate: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="With --spawn: simulator failure rate.")] = 0.0,
     duplicate_deliveries: Annotated[int, typer.Option(
@@ -67,12 +78,20 @@ def race(
         raise typer.BadParameter("--provider must be stripe or phonepe")
     if kill_every and not spawn:
         raise typer.BadParameter("--kill-every needs --spawn: the harness must own the processes")
+    if failover_after is not None and (not spawn or database_url):
+        raise typer.BadParameter("--failover-after needs --spawn and no --database-url: the "
+                                 "harness builds its own primary and standby")
+    if synchronous_commit not in ("on", "remote_apply", "remote_write", "local", "off"):
+        raise typer.BadParameter("--synchronous-commit: on, remote_apply, remote_write, "
+                                 "local or off")
     config = RaceConfig(
         scenarios=list(scenarios or []), url=url, admin_token=admin_token, spawn=spawn,
         instances=instances, database_url=database_url,
         redis_url=os.environ.get("PAYGUARD_REDIS_URL") or None, concurrency=concurrency,
         requests=requests, json_path=json_path, webhook_secret=webhook_secret,
         sim_url=sim_url, provider=provider, kill_every=kill_every,
+        failover_after=failover_after, failover_lag=failover_lag,
+        synchronous_commit=synchronous_commit,
         provider_failure_rate=provider_failure_rate,
         duplicate_deliveries=duplicate_deliveries, seed=seed, progress=progress,
     )

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from payguard.clock import utcnow
-from payguard.errors import IdempotencyKeyReused, PayguardError, RequestInProgress
+from payguard.errors import (
+    DatabaseUnavailable,
+    IdempotencyKeyReused,
+    PayguardError,
+    RequestInProgress,
+)
 from payguard.idempotency import store
 from payguard.idempotency.keys import fingerprint
 from payguard.idempotency.store import Claim, StoredResponse
@@ -62,6 +67,8 @@ class IdempotencyGuard:
         self.render_error = render_error
         self.clock = clock
         self.counters = GuardCounters()
+        # Releases that found no database (a failover) and are retried in the background.
+        self._pending_releases: set[asyncio.Task[None]] = set()
         # Test hook: keep claimed requests waiting before their effects, so a crash test
         # can kill the process while requests are demonstrably in flight.
         self.hold_seconds = hold_seconds
@@ -166,6 +173,32 @@ class IdempotencyGuard:
             await store.release(uow.conn, claim_)
             await uow.commit()
 
-        # Shielded: a cancelled request must still give its key back.
-        await asyncio.shield(self.db.run(drop))
+        try:
+            # Shielded: a cancelled request must still give its key back.
+            await asyncio.shield(self.db.run(drop))
+        except DatabaseUnavailable:
+            # No server to release on (a failover). Keep trying in the background: the
+            # release only deletes a key that is still in progress under this claim, so
+            # doing it late is safe: if the effects' COMMIT did reach the new primary the
+            # key is completed and stays (the retry gets the stored answer); if it did not,
+            # the key goes and the retry runs the request afresh. Nothing is guessed.
+            task = asyncio.create_task(self._release_when_reachable(drop))
+            self._pending_releases.add(task)
+            task.add_done_callback(self._pending_releases.discard)
+            return
         self.counters.released += 1
+
+    async def _release_when_reachable(self, drop: Callable[[UnitOfWork], Awaitable[None]]
+                                      ) -> None:
+        # Past the lock timeout a retry takes the key over anyway; stop trying then.
+        deadline = asyncio.get_running_loop().time() + self.lock_timeout
+        delay = 0.1
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(delay)
+            try:
+                await self.db.run(drop)
+            except DatabaseUnavailable:
+                delay = min(1.0, delay * 2)
+                continue
+            self.counters.released += 1
+            return

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from payguard.race.durability import Ack
 from payguard.race.types import Sample
 
 __all__ = ["EndpointMissing", "RaceClient", "Recorder", "Reply", "new_key"]
@@ -103,6 +104,7 @@ class RaceClient:
         timeout: float = 30.0,
         retry_for: float = 15.0,
         max_status_retries: int = 20,
+        record_acks: bool = False,
     ) -> None:
         if not base_urls:
             raise ValueError("at least one base URL is required")
@@ -118,6 +120,8 @@ class RaceClient:
         self._routes: set[tuple[str, str]] | None = None
         # Bounds in-flight requests across every scenario running at once (``mixed``).
         self._gate = asyncio.Semaphore(concurrency)
+        #: Every POST to the API answered 2xx, when ``record_acks`` (the failover check).
+        self.acks: list[Ack] | None = [] if record_acks else None
 
     async def __aenter__(self) -> RaceClient:
         return self
@@ -212,6 +216,10 @@ class RaceClient:
                 break
         if reply.status in (404, 405) and _route_missing(reply):
             raise EndpointMissing(method, path, reply.status)
+        if (self.acks is not None and 200 <= reply.status < 300 and method.upper() == "POST"
+                and path.startswith("/api/")):
+            self.acks.append(Ack(method.upper(), path, key, reply.status, reply.raw, content,
+                                 time.monotonic()))
         if rec is not None and op is not None:
             rec.add(op, reply)
         return reply

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from payguard.race.api import Api, SetupFailed
 from payguard.race.client import EndpointMissing, RaceClient, Recorder
+from payguard.race.failover import FailoverTimings, failover_result, run_failover
+from payguard.race.pgcluster import PgFailoverPair
 from payguard.race.progress import Progress
 from payguard.race.scenarios import ORDER, REGISTRY, Context, Scenario
 from payguard.race.spawner import Cluster
@@ -30,6 +32,7 @@ class Target:
     webhook_secret: str | None
     cluster: Cluster | None = None
     callback_auth: str | None = None
+    pair: PgFailoverPair | None = None
 
 
 def run_race(config: RaceConfig) -> RaceReport:
@@ -39,16 +42,23 @@ def run_race(config: RaceConfig) -> RaceReport:
 
 @contextlib.asynccontextmanager
 async def _target(config: RaceConfig) -> AsyncIterator[Target]:
+    if config.failover_after is not None:
+        if not config.spawn or config.database_url:
+            raise ValueError("--failover-after needs --spawn and builds its own PostgreSQL "
+                             "primary and standby: leave out --database-url")
+        pair = PgFailoverPair(synchronous_commit=config.synchronous_commit)
+        await pair.start()
+        try:
+            async with _spawned(config, pair.url) as target:
+                target.pair = pair
+                target.description += f"; {pair.description}"
+                yield target
+        finally:
+            await asyncio.shield(pair.stop())
+        return
     if config.spawn:
-        async with Cluster(
-            instances=config.instances, database_url=config.database_url,
-            redis_url=config.redis_url, provider_failure_rate=config.provider_failure_rate,
-            duplicate_deliveries=config.duplicate_deliveries,
-            extra_env=_fault_env(config) | config.server_env, provider=config.provider,
-        ) as cluster:
-            yield Target(cluster.urls, cluster.admin_token, cluster.description,
-                         cluster.sim_url, cluster.webhook_secret, cluster,
-                         callback_auth=_phonepe_auth(config.server_env))
+        async with _spawned(config, config.database_url) as target:
+            yield target
         return
     if not config.url or not config.admin_token:
         raise ValueError("give --url and --admin-token, or --spawn")
@@ -69,11 +79,28 @@ def _phonepe_auth(env: dict[str, str]) -> str:
     return hashlib.sha256(f"{user}:{password}".encode()).hexdigest()
 
 
+@contextlib.asynccontextmanager
+async def _spawned(config: RaceConfig, database_url: str | None) -> AsyncIterator[Target]:
+    async with Cluster(
+        instances=config.instances, database_url=database_url,
+        redis_url=config.redis_url, provider_failure_rate=config.provider_failure_rate,
+        duplicate_deliveries=config.duplicate_deliveries,
+        extra_env=_fault_env(config) | config.server_env, provider=config.provider,
+    ) as cluster:
+        yield Target(cluster.urls, cluster.admin_token, cluster.description,
+                     cluster.sim_url, cluster.webhook_secret, cluster,
+                     callback_auth=_phonepe_auth(config.server_env))
+
+
 def _fault_env(config: RaceConfig) -> dict[str, str]:
-    if not config.kill_every:
-        return {}
-    # A request killed half-way leaves its key claimed; let the retry reclaim it soon.
-    return {"PAYGUARD_IDEMPOTENCY_LOCK_TIMEOUT": "3"}
+    env: dict[str, str] = {}
+    if config.kill_every or config.failover_after is not None:
+        # A request killed half-way (or whose claim's COMMIT was lost with the primary)
+        # leaves its key claimed; let the retry reclaim it soon.
+        env["PAYGUARD_IDEMPOTENCY_LOCK_TIMEOUT"] = "3"
+    if config.failover_after is not None:
+        env["PAYGUARD_DB_SYNCHRONOUS_COMMIT"] = config.synchronous_commit
+    return env
 
 
 def _scenario_names(config: RaceConfig) -> list[str]:
@@ -89,15 +116,22 @@ async def run_race_async(config: RaceConfig) -> RaceReport:
     rng = random.Random(config.seed)
     async with _target(config) as target:
         report = RaceReport(target=target.description)
-        retry_for = 120.0 if config.kill_every else 20.0
+        faulty = config.kill_every or target.pair is not None
+        retry_for = 120.0 if faulty else 20.0
         async with RaceClient(target.urls, target.admin_token, concurrency=config.concurrency,
-                              timeout=config.timeout, retry_for=retry_for) as client:
+                              timeout=config.timeout, retry_for=retry_for,
+                              record_acks=target.pair is not None) as client:
             await client.load_routes()
             api = Api(client)
-            killer = None
+            killer = failover = None
+            timings = FailoverTimings(started=time.monotonic())
             if config.kill_every and target.cluster is not None:
                 killer = asyncio.create_task(
                     _kill_loop(target.cluster, config.kill_every, rng, report))
+            if target.pair is not None and config.failover_after is not None:
+                failover = asyncio.create_task(run_failover(
+                    target.pair, client, after=config.failover_after,
+                    lag=config.failover_lag, timings=timings))
             try:
                 with Progress(enabled=config.progress) as progress:
                     for name in names:
@@ -109,11 +143,18 @@ async def run_race_async(config: RaceConfig) -> RaceReport:
                                       callback_auth=target.callback_auth)
                         report.results.append(
                             await run_scenario(REGISTRY[name], ctx, progress.track))
+                if failover is not None and target.pair is not None:
+                    if timings.begun:
+                        await failover  # promotion and the first write may be to come
+                    report.faults.append(timings.describe())
+                    report.results.append(await failover_result(
+                        target.pair, client, timings, await _audit(api)))
             finally:
-                if killer is not None:
-                    killer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await killer
+                for task in (killer, failover):
+                    if task is not None and not task.done():
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
         return report
 
 

@@ -44,6 +44,14 @@ class RaceConfig:
     #: or ``phonepe`` (spawned servers then run the PhonePe simulator, in INR).
     provider: str = "stripe"
     kill_every: float | None = None
+    #: With ``spawn``: build a PostgreSQL primary + synchronous standby, kill the primary
+    #: this many seconds into the run, promote the standby (``payguard.race.failover``).
+    failover_after: float | None = None
+    #: Seconds the standby is cut off (WAL senders frozen) right before the kill.
+    failover_lag: float = 1.0
+    #: synchronous_commit of the spawned servers and the primary (``off`` on purpose
+    #: shows the check catching lost acknowledged writes).
+    synchronous_commit: str = "on"
     provider_failure_rate: float = 0.0
     duplicate_deliveries: int = 5
     timeout: float = 30.0

@@ -3,7 +3,11 @@
 SQLite: WAL (readers never block the writer), ``synchronous=FULL`` (a committed payment
 survives a power cut), a busy timeout, and write transactions that start with
 ``BEGIN IMMEDIATE`` so two writers never both read and then deadlock on upgrade.
-PostgreSQL: asyncpg, READ COMMITTED, ``synchronous_commit=on``.
+PostgreSQL: asyncpg, READ COMMITTED, ``synchronous_commit=on`` (or ``remote_apply``) per
+session, a connect timeout so that a multi-host URL moves on from a dead host, and
+``pool_pre_ping`` so that connections to a server that died are replaced at checkout.
+No statement timeout: a COMMIT waiting for the synchronous standby must not be cancelled,
+since a cancelled wait leaves the commit applied locally but not replicated.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ def dialect_name(engine: AsyncEngine) -> str:
     return engine.dialect.name
 
 
-def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 20, echo: bool = False,
+                  connect_timeout: float = 5.0,
+                  synchronous_commit: str = "on") -> AsyncEngine:
     """An engine for ``url`` (already in async-driver form, see ``config.to_async_url``)."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url, echo=echo)
@@ -34,7 +40,8 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
         max_overflow=pool_size,
         pool_timeout=60,
         pool_pre_ping=True,
-        connect_args={"server_settings": {"synchronous_commit": "on"}},
+        connect_args={"timeout": connect_timeout,
+                      "server_settings": {"synchronous_commit": synchronous_commit}},
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import text
 from starlette.responses import JSONResponse
 
 from payguard.api.deps import Ctx
@@ -15,12 +14,17 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/healthz", response_model=None)
 async def healthz(ctx: Ctx) -> Any:
-    status: dict[str, str] = {"status": "ok", "database": "ok", "redis": "absent"}
-    try:
-        async with ctx.db.unit_of_work(readonly=True) as uow:
-            await uow.conn.execute(text("SELECT 1"))
-    except Exception:
+    """``database_server`` is the server this instance writes to (``host:port`` on
+    PostgreSQL); ``database_writable`` false means a standby or a failover in progress."""
+    db = await ctx.db.server_status()
+    status: dict[str, Any] = {
+        "status": "ok", "database": "ok", "redis": "absent",
+        "database_server": db.server, "database_writable": db.writable,
+    }
+    if not db.reachable:
         status.update(status="degraded", database="down")
+    elif not db.writable:
+        status.update(status="degraded", database="read-only")
     redis_check = ctx.extras.get("redis_ping")
     if redis_check is not None:
         status["redis"] = "ok" if await redis_check() else "down"

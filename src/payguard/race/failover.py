@@ -1,0 +1,137 @@
+"""The ``--failover-after`` fault: lose the PostgreSQL primary mid-storm, promote the standby.
+
+Timeline (``FailoverTimings``, seconds from the start of the run):
+1. ``failover_after`` seconds in, the primary's WAL senders are frozen for ``lag``
+   seconds: the standby falls behind, as it does on a slow link.
+2. The primary is SIGKILLed (every process at once), the standby promoted.
+3. From the kill on, a probe writes through the service (``POST /api/admin/users``) until
+   one succeeds: the time from the kill to that first successful write is the outage as a
+   client sees it.
+
+Afterwards ``failover_result`` checks what only a failover can break: every write that was
+answered 2xx is on the promoted server, exactly once (``durability.check_acks``), every
+instance reports the promoted server as writable in ``GET /healthz``, and the audit
+(through the service, i.e. on the promoted server) is clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+
+from payguard.race.client import RaceClient, new_key
+from payguard.race.durability import check_acks
+from payguard.race.pgcluster import PgFailoverPair
+from payguard.race.types import Invariant, ScenarioResult, ScenarioStatus
+
+__all__ = ["FailoverTimings", "failover_result", "run_failover"]
+
+PROBE_INTERVAL = 0.05
+FOLLOW_TIMEOUT = 30.0
+
+
+@dataclass
+class FailoverTimings:
+    started: float
+    begun: bool = False  # the fault has started: wait for it rather than cancel it
+    stalled: float | None = None
+    killed: float | None = None
+    promoted: float | None = None
+    first_write: float | None = None
+    error: str | None = None
+
+    def since_start(self, at: float | None) -> str:
+        return "-" if at is None else f"{at - self.started:.2f}s"
+
+    @property
+    def kill_to_write(self) -> float | None:
+        if self.killed is None or self.first_write is None:
+            return None
+        return self.first_write - self.killed
+
+    def describe(self) -> str:
+        if self.killed is None:
+            return f"the primary was never killed ({self.error or 'the run ended first'})"
+        text = (f"WAL senders frozen at {self.since_start(self.stalled)}, primary SIGKILLed "
+                f"at {self.since_start(self.killed)}")
+        if self.promoted is not None:
+            text += f", standby promoted {self.promoted - self.killed:.2f}s after the kill"
+        if self.kill_to_write is not None:
+            text += (f", first successful write through the service "
+                     f"{self.kill_to_write:.2f}s after the kill")
+        if self.error:
+            text += f" (error: {self.error})"
+        return text
+
+
+async def run_failover(pair: PgFailoverPair, client: RaceClient, *, after: float,
+                       lag: float, timings: FailoverTimings, give_up: float = 120.0) -> None:
+    """The fault itself; records into ``timings`` (also when cancelled half-way)."""
+    await asyncio.sleep(after)
+    timings.begun = True
+    try:
+        await pair.stall_replication()
+        timings.stalled = time.monotonic()
+        await asyncio.sleep(lag)
+        timings.killed = await pair.kill_primary()
+        probe = asyncio.create_task(_first_write(client, timings.killed + give_up))
+        timings.promoted = await pair.promote()
+        timings.first_write = await probe
+    except Exception as exc:
+        timings.error = f"{type(exc).__name__}: {exc}"
+
+
+async def _first_write(client: RaceClient, deadline: float) -> float | None:
+    """Write through the service until one write succeeds; the time it was answered."""
+    while time.monotonic() < deadline:
+        reply = await client.request(
+            "POST", "/api/admin/users", key=new_key(), retry=False,
+            json_body={"email": f"failover-probe-{uuid.uuid4().hex[:12]}@race.invalid"},
+        )
+        if reply.status == 201:
+            return time.monotonic()
+        await asyncio.sleep(PROBE_INTERVAL)
+    return None
+
+
+async def _instances_follow(client: RaceClient, port: int) -> Invariant:
+    """Every instance's ``/healthz`` names the promoted server and says it is writable."""
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    seen: dict[str, tuple[object, object]] = {}
+    while True:
+        seen = {}
+        for url in client.base_urls:
+            reply = await client.request("GET", f"{url}/healthz", retry=False)
+            body = reply.body if isinstance(reply.body, dict) else {}
+            seen[url] = (body.get("database_server"), body.get("database_writable"))
+        if all(v == (f"127.0.0.1:{port}", True) for v in seen.values()):
+            break
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.5)
+    held = all(v == (f"127.0.0.1:{port}", True) for v in seen.values())
+    shown = ", ".join(f"{u} -> {s}, writable={w}" for u, (s, w) in seen.items())
+    return Invariant("every instance writes to the promoted server", held, shown)
+
+
+async def failover_result(pair: PgFailoverPair, client: RaceClient,
+                          timings: FailoverTimings, audit: Invariant) -> ScenarioResult:
+    """The ``failover`` row of the report (see the module docstring)."""
+    done = timings.promoted is not None and timings.error is None
+    invariants = [Invariant("primary killed mid-run, standby promoted", done,
+                            timings.describe())]
+    wrote = timings.kill_to_write
+    invariants.append(Invariant(
+        "a write succeeded after the promotion", wrote is not None,
+        f"{wrote:.2f}s from the kill to the first successful write" if wrote is not None
+        else "no write succeeded"))
+    if done:
+        acks = await check_acks(pair.server_url(pair.standby_port), client.acks or [])
+        invariants.append(acks.invariant())
+        invariants.append(await _instances_follow(client, pair.standby_port))
+    invariants.append(audit)
+    status = (ScenarioStatus.PASSED if all(i.held for i in invariants)
+              else ScenarioStatus.BROKEN)
+    return ScenarioResult("failover", status, invariants)
