@@ -29,6 +29,7 @@ from payguard.race.types import Invariant, ScenarioResult, ScenarioStatus
 __all__ = ["FailoverTimings", "failover_result", "run_failover"]
 
 PROBE_INTERVAL = 0.05
+PROBE_MARK = b"failover-probe-"
 FOLLOW_TIMEOUT = 30.0
 
 
@@ -88,7 +89,7 @@ async def _first_write(client: RaceClient, deadline: float) -> float | None:
     while time.monotonic() < deadline:
         reply = await client.request(
             "POST", "/api/admin/users", key=new_key(), retry=False,
-            json_body={"email": f"failover-probe-{uuid.uuid4().hex[:12]}@race.invalid"},
+            json_body={"email": f"{PROBE_MARK.decode()}{uuid.uuid4().hex[:12]}@race.invalid"},
         )
         if reply.status == 201:
             return time.monotonic()
@@ -120,16 +121,23 @@ async def failover_result(pair: PgFailoverPair, client: RaceClient,
                           timings: FailoverTimings, audit: Invariant) -> ScenarioResult:
     """The ``failover`` row of the report (see the module docstring)."""
     done = timings.promoted is not None and timings.error is None
-    invariants = [Invariant("primary killed mid-run, standby promoted", done,
-                            timings.describe())]
+    acks = client.acks or []
+    storm = [a for a in acks if PROBE_MARK not in (a.request or b"")]
+    before = sum(1 for a in storm if timings.killed is not None and a.at < timings.killed)
+    after = sum(1 for a in storm if timings.promoted is not None and a.at > timings.promoted)
+    # Mid-run: the service acknowledged writes both before the kill and after promotion.
+    invariants = [Invariant(
+        "primary killed mid-run, standby promoted", done and before > 0 and after > 0,
+        f"{timings.describe()}; {before} writes acknowledged before the kill, {after} "
+        "after the promotion")]
     wrote = timings.kill_to_write
     invariants.append(Invariant(
         "a write succeeded after the promotion", wrote is not None,
         f"{wrote:.2f}s from the kill to the first successful write" if wrote is not None
         else "no write succeeded"))
     if done:
-        acks = await check_acks(pair.server_url(pair.standby_port), client.acks or [])
-        invariants.append(acks.invariant())
+        checked = await check_acks(pair.server_url(pair.standby_port), acks)
+        invariants.append(checked.invariant())
         invariants.append(await _instances_follow(client, pair.standby_port))
     invariants.append(audit)
     status = (ScenarioStatus.PASSED if all(i.held for i in invariants)

@@ -95,6 +95,16 @@ def _remove_shared_memory(data_dir: Path) -> None:
     subprocess.run(["ipcrm", "-m", shmid], capture_output=True, check=False)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @atexit.register
 def _reap_orphans() -> None:
     for data_dir in list(_LIVE):
@@ -105,8 +115,12 @@ class PgFailoverPair:
     """Primary + synchronous standby; ``url`` lists both, read-write first-come."""
 
     def __init__(self, *, synchronous_commit: str = "on", database: str = "payguard",
-                 bindir: Path | None = None) -> None:
+                 bindir: Path | None = None, fsync: bool = False) -> None:
         self.synchronous_commit = synchronous_commit
+        # Off by default on these throwaway servers: the faults are process kills, which
+        # leave the OS page cache (so every written WAL byte) intact on both machines,
+        # and fsync triples the build time on a loaded machine. Production keeps it on.
+        self.fsync = fsync
         self.database = database
         self.bindir = bindir or pg_bindir()
         self.primary_port = free_port()
@@ -171,6 +185,7 @@ class PgFailoverPair:
             "max_wal_senders": "5",
             "synchronous_commit": self.synchronous_commit,
             "shared_buffers": "32MB",
+            "fsync": "on" if self.fsync else "off",
         }
         with (self.primary_dir / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
@@ -259,7 +274,12 @@ class PgFailoverPair:
 
     def _stop_sync(self) -> None:
         for data_dir in (self.standby_dir, self.primary_dir):
-            if _postmaster_pid(data_dir) is None:
+            pid = _postmaster_pid(data_dir)
+            if pid is None:
+                continue
+            if not _alive(pid):  # SIGKILLed: only its shared memory is left
+                _remove_shared_memory(data_dir)
+                _LIVE.discard(data_dir)
                 continue
             try:  # a live server shuts down (and frees its shared memory) itself
                 self._run("pg_ctl", "-D", str(data_dir), "-m", "immediate", "-w", "-t", "20",
