@@ -57,7 +57,7 @@ async def test_race_failover_keeps_every_acknowledged_write() -> None:
         unavailable("PostgreSQL server binaries", str(exc))
     report = await run_race_async(RaceConfig(
         scenarios=["receipts", "wallet"], spawn=True, instances=2,
-        sizes={"receipts": 40, "wallet": 30}, failover_after=2.0, failover_lag=0.5,
+        sizes={"receipts": 40, "wallet": 30}, failover_after=1.5, failover_lag=0.5,
         progress=False, concurrency=20, seed=3,
     ))
     results = {r.name: r for r in report.results}
