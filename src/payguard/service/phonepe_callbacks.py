@@ -88,6 +88,8 @@ async def handle_phonepe_callback(ctx: AppContext, payload: bytes,
             outcome = "pending"
         elif session.failed:
             outcome = "failed"
+        elif session.status == "expired":
+            outcome = "expired"
         else:
             outcome = "awaiting_payment"  # the status says PENDING: the poller follows up
         if not await record_event(uow.conn, provider=PROVIDER, event_id=event_id, type=kind,
@@ -97,13 +99,14 @@ async def handle_phonepe_callback(ctx: AppContext, payload: bytes,
         if outcome == "pending":
             assert purchase_id is not None and session is not None
             outcome = await fulfil_in(uow, ctx, purchase_id, session)
-        elif outcome == "failed":
+        elif outcome in ("failed", "expired"):
             assert purchase_id is not None
             error = session.metadata.get("phonepe_error", "FAILED") if session else "FAILED"
-            reason = f"PhonePe order failed ({error})"
-            if await close_pending_in(uow, purchase_id, "failed", reason=reason) is None:
+            reason = (f"PhonePe order failed ({error})" if outcome == "failed"
+                      else "checkout expired")
+            if await close_pending_in(uow, purchase_id, outcome, reason=reason) is None:
                 outcome = "already_closed"
-        if outcome not in ("pending", "failed", "ignored", "unknown_order"):
+        if outcome not in ("pending", "failed", "expired", "ignored", "unknown_order"):
             await uow.conn.execute(inbox_events.update().where(
                 inbox_events.c.provider == PROVIDER, inbox_events.c.event_id == event_id
             ).values(outcome=outcome))

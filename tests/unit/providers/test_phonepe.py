@@ -37,8 +37,11 @@ def test_order_states_map_onto_the_session_port() -> None:
         "complete", "paid", True, False)
     assert (paid.currency, paid.amount_total, paid.payment_intent) == ("INR", 500, "pur_1")
     assert paid.expires_at.timestamp() == 1_800_000_000
-    failed = session_from_order("pur_1", {"state": "FAILED", "errorCode": "X"})
+    failed = session_from_order("pur_1", {"state": "FAILED", "errorCode": "X",
+                                          "expireAt": 4_000_000_000_000})
     assert (failed.is_paid, failed.failed, failed.metadata["phonepe_error"]) == (False, True, "X")
+    expired = session_from_order("pur_1", {"state": "FAILED", "expireAt": 1_000})
+    assert (expired.status, expired.is_paid, expired.failed) == ("expired", False, False)
     pending = session_from_order("pur_1", {"state": "PENDING"})
     assert (pending.status, pending.is_paid, pending.failed) == ("open", False, False)
 

@@ -3,7 +3,8 @@
 PhonePe has no hosted "session" object: the merchant order (our purchase id) is the unit,
 with states ``PENDING``, ``COMPLETED`` and ``FAILED`` (an order that expires unpaid turns
 ``FAILED``). It maps onto the port's session as: ``COMPLETED`` -> complete/paid,
-``FAILED`` -> expired/unpaid with ``failed`` set, ``PENDING`` -> open/unpaid.
+``FAILED`` -> expired/unpaid with ``failed`` set (unless it failed by expiring),
+``PENDING`` -> open/unpaid.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def session_from_order(merchant_order_id: str, order: dict[str, Any], *,
     meta = {"phonepe_order_id": str(order.get("orderId") or ""), "phonepe_state": state}
     if order.get("errorCode"):
         meta["phonepe_error"] = str(order["errorCode"])
+    expires = _when(order.get("expireAt"), expires_at or now)
     details = order.get("paymentDetails") or []
     mode = str(details[-1].get("paymentMode") or "") if details else ""
     return ProviderSession(
@@ -50,11 +52,12 @@ def session_from_order(merchant_order_id: str, order: dict[str, Any], *,
         payment_status="paid" if state == "COMPLETED" else "unpaid",
         amount_total=int(order.get("amount") or 0),
         currency=CURRENCY,
-        expires_at=_when(order.get("expireAt"), expires_at or now),
+        expires_at=expires,
         # A refund names the original merchant order, so that is the payment reference.
         payment_intent=merchant_order_id,
         card_brand=(mode.lower() or None) if state == "COMPLETED" else None,
         metadata=meta,
         client_reference_id=merchant_order_id,
-        failed=state == "FAILED",
+        # An order that failed by running out its time is an expiry, not a decline.
+        failed=state == "FAILED" and expires > now,
     )
