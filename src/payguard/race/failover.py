@@ -6,7 +6,8 @@ Timeline (``FailoverTimings``, seconds from the start of the run):
 2. The primary is SIGKILLed (every process at once), the standby promoted.
 3. From the kill on, a probe writes through the service (``POST /api/admin/users``) until
    one succeeds: the time from the kill to that first successful write is the outage as a
-   client sees it.
+   client sees it, reported next to the same write's median latency just before the
+   fault (the same-run baseline).
 
 Afterwards ``failover_result`` checks what only a failover can break: every write that was
 answered 2xx is on the promoted server, exactly once (``durability.check_acks``), every
@@ -17,6 +18,7 @@ instance reports the promoted server as writable in ``GET /healthz``, and the au
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,6 +43,9 @@ class FailoverTimings:
     killed: float | None = None
     promoted: float | None = None
     first_write: float | None = None
+    #: Median latency of the probe's write just before the fault: the same-run baseline
+    #: the outage is compared with.
+    normal_write: float | None = None
     error: str | None = None
 
     def since_start(self, at: float | None) -> str:
@@ -62,6 +67,11 @@ class FailoverTimings:
         if self.kill_to_write is not None:
             text += (f", first successful write through the service "
                      f"{self.kill_to_write:.2f}s after the kill")
+            if self.promoted is not None and self.first_write is not None:
+                text += f", {self.first_write - self.promoted:.2f}s after the promotion"
+            if self.normal_write:
+                text += (f" ({self.kill_to_write / self.normal_write:.0f}x a write before the "
+                         f"fault, {self.normal_write * 1000:.0f} ms)")
         if self.error:
             text += f" (error: {self.error})"
         return text
@@ -73,6 +83,7 @@ async def run_failover(pair: PgFailoverPair, client: RaceClient, *, after: float
     await asyncio.sleep(after)
     timings.begun = True
     try:
+        timings.normal_write = await _normal_write(client)
         await pair.stall_replication()
         timings.stalled = time.monotonic()
         await asyncio.sleep(lag)
@@ -84,14 +95,28 @@ async def run_failover(pair: PgFailoverPair, client: RaceClient, *, after: float
         timings.error = f"{type(exc).__name__}: {exc}"
 
 
+async def _probe_write(client: RaceClient) -> int:
+    reply = await client.request(
+        "POST", "/api/admin/users", key=new_key(), retry=False,
+        json_body={"email": f"{PROBE_MARK.decode()}{uuid.uuid4().hex[:12]}@race.invalid"},
+    )
+    return reply.status
+
+
+async def _normal_write(client: RaceClient, samples: int = 3) -> float | None:
+    """Median time of the probe's write while the primary is healthy (under the storm)."""
+    took = []
+    for _ in range(samples):
+        started = time.monotonic()
+        if await _probe_write(client) == 201:
+            took.append(time.monotonic() - started)
+    return statistics.median(took) if took else None
+
+
 async def _first_write(client: RaceClient, deadline: float) -> float | None:
     """Write through the service until one write succeeds; the time it was answered."""
     while time.monotonic() < deadline:
-        reply = await client.request(
-            "POST", "/api/admin/users", key=new_key(), retry=False,
-            json_body={"email": f"{PROBE_MARK.decode()}{uuid.uuid4().hex[:12]}@race.invalid"},
-        )
-        if reply.status == 201:
+        if await _probe_write(client) == 201:
             return time.monotonic()
         await asyncio.sleep(PROBE_INTERVAL)
     return None
