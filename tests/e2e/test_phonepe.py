@@ -86,6 +86,8 @@ def assert_contiguous(receipts: list[str]) -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(receipts))), seqs
 
 
+# PostgreSQL's storm runs on three instances (test_phonepe_cluster.py).
+@pytest.mark.parametrize("phonepe_server", ["sqlite"], indirect=True)
 async def test_120_users_pay_at_once_through_phonepe(pp: ApiClient) -> None:
     """The service-charge case: every payment completes, receipts unique and contiguous,
     never more than PAYGUARD_PROVIDER_CONCURRENCY calls at the gateway at once."""
