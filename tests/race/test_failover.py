@@ -132,7 +132,7 @@ async def _sync_then_async(pair: PgFailoverPair, sync_on: Cluster, sync_off: Clu
         api = Api(off)
         # One user and product per purchaser (the platform revenue row stays shared).
         buyers = [(await api.user(balance=10 * PRICE), await api.product(PRICE, items=5))
-                  for _ in range(4)]
+                  for _ in range(5)]
         # Everything so far must be on the standby before it is cut off.
         await _wait_for("the standby to replay the setup", lambda: _caught_up(pair))
 
@@ -155,24 +155,30 @@ async def _sync_then_async(pair: PgFailoverPair, sync_on: Cluster, sync_off: Clu
         # Asynchronous instance: acknowledged at once, never replicated.
         off_replies = [await buy(off, new_key(), 3) for _ in range(4)]
         assert [r.status for r in off_replies] == [201] * 4
+        # A fourth synchronous request now: its claim's own COMMIT waits for the standby.
+        late_key = new_key()
+        late = asyncio.create_task(buy(on, late_key, 4, retry=False))
         # Every purchase credits the one platform revenue row, so one synchronous
-        # purchase waits in COMMIT for the standby and the other two wait for its row.
-        await _wait_for("a commit waiting for the standby, two for its lock", lambda: _all(
+        # purchase waits in COMMIT for the standby (as does the late claim) and the other
+        # two wait for its row.
+        await _wait_for("two commits waiting for the standby, two for a lock", lambda: _all(
             _count(pair.primary_port, "SELECT count(*) FROM pg_stat_activity "
-                   "WHERE wait_event = 'SyncRep'", 1),
+                   "WHERE wait_event = 'SyncRep'", 2),
             _count(pair.primary_port, "SELECT count(*) FROM pg_stat_activity "
                    "WHERE wait_event_type = 'Lock'", 2),
         ), within=hold + 30, port=pair.primary_port)
-        assert not any(t.done() for t in on_first)
+        assert not any(t.done() for t in [*on_first, late])
         await pair.kill_primary()
 
         # The outage: 503 with Retry-After, never a 500, never a hang. The purchase
         # whose COMMIT was in flight cannot know its outcome; the two that had not
         # reached COMMIT know nothing was applied.
-        first = await asyncio.wait_for(asyncio.gather(*on_first), OUTAGE_LIMIT)
+        first = await asyncio.wait_for(asyncio.gather(*on_first, late), OUTAGE_LIMIT)
         assert sorted((r.status, r.code) for r in first) == [
-            (503, "COMMIT_OUTCOME_UNKNOWN"), (503, "DATABASE_UNAVAILABLE"),
-            (503, "DATABASE_UNAVAILABLE")], [r.raw for r in first]
+            (503, "COMMIT_OUTCOME_UNKNOWN"), (503, "COMMIT_OUTCOME_UNKNOWN"),
+            (503, "DATABASE_UNAVAILABLE"), (503, "DATABASE_UNAVAILABLE")], \
+            [r.raw for r in first]
+        assert first[-1].code == "COMMIT_OUTCOME_UNKNOWN"  # the late claim
         assert all(_is_503(r) for r in first)
         started = time.monotonic()
         during = await on.request("GET", "/api/wallet", token=buyers[0][0].token,
@@ -186,16 +192,16 @@ async def _sync_then_async(pair: PgFailoverPair, sync_on: Cluster, sync_off: Clu
         # The same keys again: each purchase applies exactly once on the new primary.
         retried = RaceClient(sync_on.urls, sync_on.admin_token, retry_for=60.0)
         async with retried:
-            again = await asyncio.gather(*(buy(retried, k, n)
-                                           for n, k in enumerate(on_keys)))
-            assert [r.status for r in again] == [201] * 3, [r.raw for r in again]
+            again = await asyncio.gather(*(buy(retried, k, n) for n, k in
+                                           [*enumerate(on_keys), (4, late_key)]))
+            assert [r.status for r in again] == [201] * 4, [r.raw for r in again]
             health = await retried.request("GET", "/healthz", retry=False)
             assert health.body["database_server"] == f"127.0.0.1:{pair.standby_port}"
             assert health.body["database_writable"] is True
             balances = [await Api(retried).balance(u) for u, _ in buyers]
             audit = await Api(retried).audit()
         # Each synchronous purchase applied once; the asynchronous ones are gone.
-        assert balances == [9 * PRICE] * 3 + [10 * PRICE]
+        assert balances == [9 * PRICE] * 3 + [10 * PRICE, 9 * PRICE]
         assert audit["ok"] is True, audit
 
         # The asynchronous instance's four acknowledged purchases are gone, and the

@@ -24,6 +24,7 @@ from datetime import datetime
 
 from payguard.clock import utcnow
 from payguard.errors import (
+    CommitOutcomeUnknown,
     DatabaseUnavailable,
     IdempotencyKeyReused,
     PayguardError,
@@ -80,15 +81,32 @@ class IdempotencyGuard:
             settled = await store.lookup(uow.conn, principal=principal, key=key,
                                          fingerprint=fp, now=self.clock())
 
+        owner = store.new_owner()
+
         async def attempt(uow: UnitOfWork) -> store.ClaimResult:
             result = await store.claim(
                 uow.conn, principal=principal, key=key, fingerprint=fp, method=method,
                 path=path, now=self.clock(), ttl=self.ttl, lock_timeout=self.lock_timeout,
+                owner=owner,
             )
             await uow.commit()
             return result
 
-        result = settled if settled is not None else await self.db.run(attempt)
+        if settled is not None:
+            result = settled
+        else:
+            try:
+                result = await self.db.run(attempt)
+            except CommitOutcomeUnknown:
+                # The claim may or may not have reached the new primary. If it did, nobody
+                # would release it until the lock timeout: do it once a server answers.
+                async def unclaim(uow: UnitOfWork) -> None:
+                    await store.release_unconfirmed(uow.conn, principal=principal, key=key,
+                                                    owner=owner)
+                    await uow.commit()
+
+                self._release_in_background(unclaim)
+                raise
         if result.kind == "mismatch":
             self.counters.mismatched += 1
             raise IdempotencyKeyReused(
@@ -182,11 +200,14 @@ class IdempotencyGuard:
             # doing it late is safe: if the effects' COMMIT did reach the new primary the
             # key is completed and stays (the retry gets the stored answer); if it did not,
             # the key goes and the retry runs the request afresh. Nothing is guessed.
-            task = asyncio.create_task(self._release_when_reachable(drop))
-            self._pending_releases.add(task)
-            task.add_done_callback(self._pending_releases.discard)
+            self._release_in_background(drop)
             return
         self.counters.released += 1
+
+    def _release_in_background(self, drop: Callable[[UnitOfWork], Awaitable[None]]) -> None:
+        task = asyncio.create_task(self._release_when_reachable(drop))
+        self._pending_releases.add(task)
+        task.add_done_callback(self._pending_releases.discard)
 
     async def _release_when_reachable(self, drop: Callable[[UnitOfWork], Awaitable[None]]
                                       ) -> None:

@@ -29,8 +29,10 @@ __all__ = [
     "claim",
     "finish",
     "lookup",
+    "new_owner",
     "reap_expired",
     "release",
+    "release_unconfirmed",
 ]
 
 
@@ -100,9 +102,14 @@ async def claim(
     now: datetime,
     ttl: float,
     lock_timeout: float,
+    owner: str | None = None,
 ) -> ClaimResult:
-    """Try to take ``(principal, key)``. The caller commits right after."""
-    owner = secrets.token_hex(16)
+    """Try to take ``(principal, key)``. The caller commits right after.
+
+    ``owner`` (default: a fresh token) lets a caller whose COMMIT of the claim was lost
+    give the key back later with ``release_unconfirmed``.
+    """
+    owner = owner or new_owner()
     expires_at = now + timedelta(seconds=ttl)
     inserted = (await conn.execute(
         dialect.insert(conn, idempotency_keys).values(
@@ -194,6 +201,25 @@ async def advance(conn: AsyncConnection, claim_: Claim, recovery_point: str, now
 async def release(conn: AsyncConnection, claim_: Claim) -> bool:
     """Forget the key (a 5xx): the client may retry it as new."""
     result = await conn.execute(delete(idempotency_keys).where(_owned(claim_)))
+    return result.rowcount == 1
+
+
+def new_owner() -> str:
+    """A claim's random holder token."""
+    return secrets.token_hex(16)
+
+
+async def release_unconfirmed(conn: AsyncConnection, *, principal: str, key: str,
+                              owner: str) -> bool:
+    """Forget a key claimed by ``owner`` whose claim's COMMIT outcome was never known.
+
+    Only a claim still in progress under that owner goes: one that was taken over, or a
+    key that never got claimed, is left alone.
+    """
+    result = await conn.execute(delete(idempotency_keys).where(
+        idempotency_keys.c.principal == principal, idempotency_keys.c.key == key,
+        idempotency_keys.c.lock_owner == owner, idempotency_keys.c.state == "in_progress",
+    ))
     return result.rowcount == 1
 
 
