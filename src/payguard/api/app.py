@@ -14,7 +14,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payguard.api import problems
 from payguard.api.logging import RequestLogMiddleware, configure_logging
-from payguard.api.routes import admin, checkout, dashboard, operations, ops, user
+from payguard.api.routes import (
+    admin,
+    admin_views,
+    checkout,
+    dashboard,
+    operations,
+    ops,
+    session,
+    user,
+)
 from payguard.clock import utcnow
 from payguard.config import Settings
 from payguard.errors import PayguardError
@@ -164,6 +173,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, problems.unhandled_error_handler)
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(admin_views.router)
+    app.include_router(session.router)
     app.include_router(user.router)
     app.include_router(checkout.router)
     app.include_router(operations.router)

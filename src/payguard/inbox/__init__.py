@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import utcnow
 from payguard.store import dialect
 from payguard.store.schema import inbox_events
 
-__all__ = ["purge_older_than", "record_event"]
+__all__ = ["note_redelivery", "purge_older_than", "record_event"]
 
 
 async def record_event(conn: AsyncConnection, *, provider: str, event_id: str, type: str,
@@ -28,6 +28,21 @@ async def record_event(conn: AsyncConnection, *, provider: str, event_id: str, t
         outcome=outcome, received_at=now or utcnow(),
     ).on_conflict_do_nothing(index_elements=[inbox_events.c.provider, inbox_events.c.event_id])
     result = await conn.execute(stmt)
+    return result.rowcount == 1
+
+
+async def note_redelivery(conn: AsyncConnection, *, provider: str, event_id: str,
+                          now: datetime | None = None) -> bool:
+    """Count one more delivery of an event already recorded. False: it is not recorded.
+
+    One conditional statement both answers "seen before?" and keeps the count the
+    operator sees, so a duplicate costs no more round trips than a plain lookup.
+    """
+    result = await conn.execute(
+        update(inbox_events)
+        .where(inbox_events.c.provider == provider, inbox_events.c.event_id == event_id)
+        .values(deliveries=inbox_events.c.deliveries + 1, last_received_at=now or utcnow())
+    )
     return result.rowcount == 1
 
 

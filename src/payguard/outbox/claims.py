@@ -20,7 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from payguard.outbox.types import ClaimedMessage
 from payguard.store.schema import outbox_messages as om
 
-__all__ = ["claim_batch", "mark_failed", "mark_sent", "reap_abandoned", "release"]
+__all__ = ["claim_batch", "mark_failed", "mark_sent", "reap_abandoned", "release", "requeue_dead"]
 
 MAX_ERROR_CHARS = 2000
 
@@ -95,3 +95,14 @@ async def reap_abandoned(conn: AsyncConnection, *, now: datetime, max_attempts: 
                     last_error="the last allowed attempt was abandoned "
                                "(dispatcher stopped or stalled past its lease)"))
     return (await conn.execute(stmt)).rowcount
+
+
+async def requeue_dead(conn: AsyncConnection, message_id: int, *, now: datetime) -> bool:
+    """An operator's retry: a ``dead`` message becomes due now with a fresh attempt budget.
+
+    Conditional on ``state = 'dead'``, so two concurrent retries requeue it once and a
+    pending or sent message is never touched. ``last_error`` is kept for the record.
+    """
+    stmt = (update(om).where(om.c.id == message_id, om.c.state == "dead")
+            .values(state="pending", attempts=0, next_attempt_at=now, claimed_until=None))
+    return (await conn.execute(stmt)).rowcount == 1

@@ -23,6 +23,7 @@ __all__ = [
     "assign_items",
     "get_purchase",
     "get_receipt",
+    "items_of",
     "list_purchases",
     "purchase_with_wallet",
 ]
@@ -119,7 +120,7 @@ class _Row:
         return self._values.get(name)
 
 
-async def _items_of(conn: AsyncConnection, purchase_ids: list[str]) -> dict[str, list[str]]:
+async def items_of(conn: AsyncConnection, purchase_ids: list[str]) -> dict[str, list[str]]:
     if not purchase_ids:
         return {}
     rows = await conn.execute(
@@ -141,7 +142,7 @@ async def get_purchase(conn: AsyncConnection, who: Principal, purchase_id: str) 
     row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound(f"no purchase {purchase_id!r}")
-    return purchase_view(row, (await _items_of(conn, [row.id])).get(row.id, []))
+    return purchase_view(row, (await items_of(conn, [row.id])).get(row.id, []))
 
 
 async def list_purchases(conn: AsyncConnection, who: Principal, *, status: str | None,
@@ -152,7 +153,7 @@ async def list_purchases(conn: AsyncConnection, who: Principal, *, status: str |
     if status:
         query = query.where(purchases.c.status == status)
     rows = (await conn.execute(query)).all()
-    items = await _items_of(conn, [r.id for r in rows])
+    items = await items_of(conn, [r.id for r in rows])
     return [purchase_view(r, items.get(r.id, [])) for r in rows]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from payguard.clock import utcnow
-from payguard.inbox import record_event
+from payguard.inbox import note_redelivery, record_event
 from payguard.service.context import AppContext
 from payguard.service.lifecycle import close_pending_in, fulfil_in, send_pending_refund
 from payguard.store.schema import inbox_events, purchases
@@ -91,6 +91,8 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
         if not await record_event(uow.conn, provider="stripe", event_id=event_id,
                                   type=event_type, object_id=session_id, outcome=outcome,
                                   now=utcnow()):
+            await note_redelivery(uow.conn, provider="stripe", event_id=event_id)
+            await uow.commit()
             return True, "duplicate"
         if outcome == "pending":
             assert purchase_id is not None and session is not None
@@ -115,10 +117,20 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
 
 
 async def _already_applied(ctx: AppContext, event_id: str) -> bool:
+    """Seen before? Then counted as one more delivery (the admin webhook inbox). The
+    lookup is a plain read, so a first delivery takes no write lock here."""
     async with ctx.db.unit_of_work(readonly=True) as uow:
         found = await uow.conn.scalar(select(inbox_events.c.event_id).where(
             inbox_events.c.provider == "stripe", inbox_events.c.event_id == event_id))
-    return found is not None
+    if found is None:
+        return False
+
+    async def count(uow: UnitOfWork) -> None:
+        await note_redelivery(uow.conn, provider="stripe", event_id=event_id)
+        await uow.commit()
+
+    await ctx.db.run(count)
+    return True
 
 
 async def _set_outcome(uow: UnitOfWork, event_id: str, outcome: str) -> None:

@@ -358,8 +358,12 @@ inbox_events = Table(
     Column("object_id", String(255)),
     Column("outcome", String(40), nullable=False),
     Column("received_at", TS, nullable=False),
+    # Deliveries of this event id, the first included: the operator's duplicate count.
+    Column("deliveries", Integer, nullable=False, server_default="1"),
+    Column("last_received_at", TS),
     PrimaryKeyConstraint("provider", "event_id", name="pk_inbox_events"),
     Index("ix_inbox_events_received", "received_at"),
+    Index("ix_inbox_events_object", "object_id"),
 )
 
 # Outbox: `dedupe_key` makes "one email per purchase" a constraint; delivery state is

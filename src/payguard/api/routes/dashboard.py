@@ -73,6 +73,12 @@ async def dashboard() -> FileResponse:
     return _serve("index.html")
 
 
+@router.api_route("/favicon.ico", methods=["GET", "HEAD"])
+async def favicon() -> FileResponse:
+    # Pages that name no icon (the simulator's) make the browser ask for this one.
+    return _serve("favicon.svg")
+
+
 @router.api_route("/static/{name:path}", methods=["GET", "HEAD"])
 async def static(name: str) -> FileResponse:
     return _serve(name)

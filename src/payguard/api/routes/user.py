@@ -9,8 +9,10 @@ from starlette.responses import Response
 
 from payguard.api.deps import Ctx, User, json_response, run_idempotent
 from payguard.api.schemas import PurchaseIn
+from payguard.clock import utcnow
 from payguard.errors import ValidationFailed
 from payguard.idempotency import Claim, StoredResponse
+from payguard.idempotency import store as idempotency_store
 from payguard.service import catalog, purchases, wallets
 from payguard.store.uow import UnitOfWork
 
@@ -74,11 +76,14 @@ async def program(program_id: str, ctx: Ctx, _user: User) -> dict[str, Any]:
 async def create_purchase(body: PurchaseIn, request: Request, ctx: Ctx, user: User) -> Response:
     request.state.product_id = body.product_id
 
-    async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
+    async def effects(uow: UnitOfWork, claim: Claim | None) -> StoredResponse:
         purchase = await purchases.purchase_with_wallet(
             uow, ctx.settings, user, product_id=body.product_id, quantity=body.quantity
         )
         request.state.purchase_id = purchase["id"]
+        if claim is not None:  # the key names its purchase (the admin purchase detail)
+            await idempotency_store.advance(uow.conn, claim, "purchased", utcnow(),
+                                            purchase_id=purchase["id"])
         return json_response(purchase, 201)
 
     return await run_idempotent(request, ctx, user, effects, required=True)

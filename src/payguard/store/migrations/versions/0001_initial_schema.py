@@ -64,10 +64,13 @@ def upgrade() -> None:
     sa.Column('object_id', sa.String(length=255), nullable=True),
     sa.Column('outcome', sa.String(length=40), nullable=False),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('deliveries', sa.Integer(), server_default='1', nullable=False),
+    sa.Column('last_received_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('provider', 'event_id', name='pk_inbox_events')
     )
     with op.batch_alter_table('inbox_events', schema=None) as batch_op:
         batch_op.create_index('ix_inbox_events_received', ['received_at'], unique=False)
+        batch_op.create_index('ix_inbox_events_object', ['object_id'], unique=False)
 
     op.create_table('lock_leases',
     sa.Column('key', sa.String(length=255), nullable=False),
@@ -334,6 +337,7 @@ def downgrade() -> None:
     op.drop_table('outbox_messages')
     op.drop_table('lock_leases')
     with op.batch_alter_table('inbox_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_inbox_events_object')
         batch_op.drop_index('ix_inbox_events_received')
 
     op.drop_table('inbox_events')
