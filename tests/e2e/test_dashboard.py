@@ -87,7 +87,12 @@ def test_page_references_its_script_and_styles(server: LiveServer, path: str) ->
 
 
 @pytest.mark.parametrize(("name", "content_type", "marker"), [
-    ("app.js", "text/javascript", b"Idempotency-Key"),
+    ("app.js", "text/javascript", b"/api/session"),
+    ("ui.js", "text/javascript", b"Idempotency-Key"),
+    ("admin.js", "text/javascript", b"/api/admin/purchases"),
+    ("charts.js", "text/javascript", b"parseMetrics"),
+    ("user.js", "text/javascript", b"/api/wallet"),
+    ("favicon.svg", "image/svg+xml", b"<svg"),
     ("app.css", "text/css", b":root"),
     ("index.html", "text/html", b"<!doctype html>"),
 ])
@@ -99,6 +104,12 @@ def test_static_files_are_served_with_their_type(server: LiveServer, name: str,
     assert headers["cache-control"] == "no-cache"
     assert headers["x-content-type-options"] == "nosniff"
     assert marker in body
+
+
+def test_favicon_is_served_at_the_root(server: LiveServer) -> None:
+    status, headers, body = raw_get(server, "/favicon.ico")
+    assert status == 200 and headers["content-type"] == "image/svg+xml"
+    assert body.startswith(b"<svg")
 
 
 @pytest.mark.parametrize("path", [
