@@ -212,9 +212,9 @@ async function loadAdminPurchases() {
 function buildPurchaseDetail(grid, id) {
   grid.append(h("p", { class: "crumbs" }, link("#/purchases", "← Purchases")));
   addPanel(grid, "Purchase", async () => {
-    const d = await api("GET", `/api/admin/purchases/${encodeURIComponent(id)}/detail`);
-    const p = d.purchase;
-    admin.detail = d;
+    // One request per refresh; the panels below (started after this one) wait for it.
+    admin.detail = api("GET", `/api/admin/purchases/${encodeURIComponent(id)}/detail`);
+    const p = (await admin.detail).purchase;
     return [
       h("div", { class: "stats" },
         stat("order", String(p.order_number)),
@@ -235,13 +235,13 @@ function buildPurchaseDetail(grid, id) {
   }, { wide: true, id: "purchase-summary" });
   grid.append(refundCard(id));
   addPanel(grid, "Ledger entries", async () => table(["#", "Account", "Kind", "Amount", "Balance after", "Reason", "When"],
-    (admin.detail?.ledger || []).map((e) => [String(e.id),
+    ((await admin.detail).ledger).map((e) => [String(e.id),
       h("span", null, h("code", { text: String(e.account_id) }), " ", badge(String(e.account_kind), "muted")),
       String(e.kind), h("span", { class: e.amount < 0 ? "debit" : "credit", text: formatSigned(e.amount, e.currency) }),
       formatMoney(e.balance_after, e.currency), e.reason ? String(e.reason) : "—", formatTime(e.created_at)]),
     { empty: "No money moved for this purchase." }), { wide: true, id: "purchase-ledger" });
   addPanel(grid, "Receipt and items", async () => {
-    const d = admin.detail || {};
+    const d = await admin.detail;
     return [
       d.receipt ? h("p", null, "Receipt ", h("code", { text: String(d.receipt.number) }), ` · ${formatMoney(d.receipt.amount, d.receipt.currency)} · issued ${formatTime(d.receipt.issued_at)}`)
         : h("p", { class: "muted", text: "No receipt (not paid)." }),
@@ -249,7 +249,7 @@ function buildPurchaseDetail(grid, id) {
     ];
   }, { id: "purchase-receipt" });
   addPanel(grid, "Provider session", async () => {
-    const ps = admin.detail?.provider_session || {};
+    const ps = (await admin.detail).provider_session;
     return h("dl", { class: "facts" },
       fact("Session", ps.session_id ? h("code", { text: String(ps.session_id) }) : "— (wallet)"),
       fact("Payment intent", ps.payment_intent ? h("code", { text: String(ps.payment_intent) }) : "—"),
@@ -257,10 +257,10 @@ function buildPurchaseDetail(grid, id) {
       fact("Refund", ps.refund_status ? `${ps.refund_status}${ps.refund_id ? ` · ${ps.refund_id}` : ""}` : "—"),
       fact("Reconciler checks", `${ps.check_attempts ?? 0}${ps.next_check_at ? `, next ${formatTime(ps.next_check_at)}` : ""}`));
   }, { id: "purchase-session" });
-  addPanel(grid, "Webhook events", async () => webhookTable(admin.detail?.webhook_events || []), { wide: true, id: "purchase-webhooks" });
-  addPanel(grid, "Emails", async () => emailTable(admin.detail?.emails || []), { wide: true, id: "purchase-emails" });
+  addPanel(grid, "Webhook events", async () => webhookTable((await admin.detail).webhook_events), { wide: true, id: "purchase-webhooks" });
+  addPanel(grid, "Emails", async () => emailTable((await admin.detail).emails), { wide: true, id: "purchase-emails" });
   addPanel(grid, "Idempotency keys", async () => table(["Principal", "Key", "Request", "State", "Answer", "Created"],
-    (admin.detail?.idempotency_keys || []).map((k) => [String(k.principal), h("code", { text: String(k.key) }),
+    ((await admin.detail).idempotency_keys).map((k) => [String(k.principal), h("code", { text: String(k.key) }),
       h("code", { text: `${k.method} ${k.path}` }), `${k.state} (${k.recovery_point})`,
       k.status_code === null ? "—" : String(k.status_code), formatTime(k.created_at)]),
     { empty: "No keyed request names this purchase (keys expire after PAYGUARD_IDEMPOTENCY_TTL)." }), { wide: true, id: "purchase-keys" });

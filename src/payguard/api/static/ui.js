@@ -15,6 +15,7 @@ export const state = {
   paused: false,
   timer: null,
   refreshing: false,
+  again: false,        // a refresh was asked for while one was running
   loaders: [],         // functions re-run on every refresh
   busy: new Set(),     // in-flight actions ("buy:<id>", "cancel:<id>", ...): their buttons stay disabled
   entryCursor: null,   // null = newest page
@@ -328,10 +329,14 @@ export function stopTimer() {
 }
 
 export async function refresh() {
-  if (state.refreshing || !state.token) return;
+  if (!state.token) return;
+  if (state.refreshing) { state.again = true; return; }  // e.g. a new tab's panels
   state.refreshing = true;
   try {
-    await Promise.allSettled(state.loaders.map((load) => load()));
+    do {
+      state.again = false;
+      await Promise.allSettled(state.loaders.map((load) => load()));
+    } while (state.again && state.token);
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } finally {
     state.refreshing = false;
