@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API runs its own event loop, closed with the module, so
+# the async tests that follow get a clean thread.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         services.unavailable("Chromium", f"{CHROMIUM} not found (apt-get install -y chromium)")
