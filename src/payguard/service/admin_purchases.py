@@ -152,11 +152,12 @@ async def purchase_detail(conn: AsyncConnection, purchase_id: str) -> dict[str, 
     )).all()
     receipt = (await conn.execute(
         select(receipts).where(receipts.c.purchase_id == purchase_id))).first()
-    events: list[Any] = []
-    if row.provider_session_id:
-        events = list((await conn.execute(
-            select(inbox_events).where(inbox_events.c.object_id == row.provider_session_id)
-            .order_by(inbox_events.c.received_at, inbox_events.c.event_id))).all())
+    # Stripe events name the checkout session; PhonePe callbacks the merchant order id,
+    # which is the purchase id.
+    refs = [r for r in (row.provider_session_id, row.id) if r]
+    events = list((await conn.execute(
+        select(inbox_events).where(inbox_events.c.object_id.in_(refs))
+        .order_by(inbox_events.c.received_at, inbox_events.c.event_id))).all())
     emails = (await conn.execute(
         select(outbox_messages).where(outbox_messages.c.purchase_id == purchase_id)
         .order_by(outbox_messages.c.id))).all()

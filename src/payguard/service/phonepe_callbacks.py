@@ -19,9 +19,10 @@ from typing import Any
 from sqlalchemy import select
 
 from payguard.clock import utcnow
-from payguard.inbox import record_event
+from payguard.inbox import note_redelivery, record_event
 from payguard.service.context import AppContext
 from payguard.service.lifecycle import close_pending_in, fulfil_in, send_pending_refund
+from payguard.service.redelivery import already_applied
 from payguard.store.schema import inbox_events, purchases
 from payguard.store.uow import UnitOfWork
 
@@ -48,13 +49,6 @@ async def _find_purchase(ctx: AppContext, merchant_order_id: str) -> str | None:
     return str(found) if found is not None else None
 
 
-async def _already_applied(ctx: AppContext, event_id: str) -> bool:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
-        found = await uow.conn.scalar(select(inbox_events.c.event_id).where(
-            inbox_events.c.provider == PROVIDER, inbox_events.c.event_id == event_id))
-    return found is not None
-
-
 async def handle_phonepe_callback(ctx: AppContext, payload: bytes,
                                   authorization: str | None) -> dict[str, Any]:
     callback = ctx.provider.construct_event(payload, authorization)  # 400 when wrong
@@ -65,7 +59,7 @@ async def handle_phonepe_callback(ctx: AppContext, payload: bytes,
         "originalMerchantOrderId") or "")
     metrics = ctx.extras.get("metrics")
 
-    if await _already_applied(ctx, event_id):
+    if await already_applied(ctx.db, PROVIDER, event_id):
         if metrics is not None:
             metrics.webhook_event(kind, "duplicate")
         return {"received": True, "duplicate": True}
@@ -95,6 +89,8 @@ async def handle_phonepe_callback(ctx: AppContext, payload: bytes,
         if not await record_event(uow.conn, provider=PROVIDER, event_id=event_id, type=kind,
                                   object_id=merchant_order_id or None, outcome=outcome,
                                   now=utcnow()):
+            await note_redelivery(uow.conn, provider=PROVIDER, event_id=event_id)
+            await uow.commit()
             return True, "duplicate"
         if outcome == "pending":
             assert purchase_id is not None and session is not None

@@ -17,6 +17,7 @@ from payguard.clock import utcnow
 from payguard.inbox import note_redelivery, record_event
 from payguard.service.context import AppContext
 from payguard.service.lifecycle import close_pending_in, fulfil_in, send_pending_refund
+from payguard.service.redelivery import already_applied
 from payguard.store.schema import inbox_events, purchases
 from payguard.store.uow import UnitOfWork
 
@@ -59,7 +60,7 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
     session_id = obj.get("id") if obj.get("object") == "checkout.session" else None
     metrics = ctx.extras.get("metrics")
 
-    if await _already_applied(ctx, event_id):
+    if await already_applied(ctx.db, "stripe", event_id):
         # A redelivery: answer without asking the provider again. The inbox insert in the
         # effects' transaction below stays the guard for deliveries racing this check.
         if metrics is not None:
@@ -114,23 +115,6 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
         await send_pending_refund(ctx, purchase_id)
     log.info("webhook %s %s -> %s", event_id, event_type, outcome)
     return {"received": True, "duplicate": duplicate}
-
-
-async def _already_applied(ctx: AppContext, event_id: str) -> bool:
-    """Seen before? Then counted as one more delivery (the admin webhook inbox). The
-    lookup is a plain read, so a first delivery takes no write lock here."""
-    async with ctx.db.unit_of_work(readonly=True) as uow:
-        found = await uow.conn.scalar(select(inbox_events.c.event_id).where(
-            inbox_events.c.provider == "stripe", inbox_events.c.event_id == event_id))
-    if found is None:
-        return False
-
-    async def count(uow: UnitOfWork) -> None:
-        await note_redelivery(uow.conn, provider="stripe", event_id=event_id)
-        await uow.commit()
-
-    await ctx.db.run(count)
-    return True
 
 
 async def _set_outcome(uow: UnitOfWork, event_id: str, outcome: str) -> None:
