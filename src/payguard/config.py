@@ -9,7 +9,12 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings"]
+from payguard.private_files import write_private
+
+__all__ = ["SIMULATED_API_KEY", "SIMULATED_WEBHOOK_SECRET", "Settings", "load_settings"]
+
+SIMULATED_API_KEY = "sk_test_payguard_simulated"
+SIMULATED_WEBHOOK_SECRET = "whsec_payguard_simulated"
 
 #: The PhonePe simulator's credentials: fine for local runs, refused for real PhonePe.
 SIM_PHONEPE_CLIENT_ID = "PAYGUARD_SIM_CLIENT"
@@ -49,14 +54,20 @@ class Settings(BaseSettings):
     receipt_format: str = "SC{year}{seq:06d}"
     order_format: str = "ORD{year}{seq:06d}"
 
+    # Request bodies are refused with 413 past these sizes, while they stream in and before
+    # they are parsed or the caller authenticated. Webhooks are small (Stripe's are a few KB).
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    webhook_max_body_bytes: int = Field(default=65_536, ge=1024)
+
     idempotency_ttl: int = Field(default=86_400, gt=0)
     idempotency_lock_timeout: float = Field(default=60.0, gt=0)
 
     provider: Literal["simulated", "stripe", "phonepe"] = "simulated"
     # Which simulator ``provider=simulated`` runs and talks to.
     simulated_provider: Literal["stripe", "phonepe"] = "stripe"
-    stripe_api_key: str = "sk_test_payguard_simulated"
-    stripe_webhook_secret: str = "whsec_payguard_simulated"
+    # Development defaults for the simulator only: PAYGUARD_PROVIDER=stripe refuses them.
+    stripe_api_key: str = SIMULATED_API_KEY
+    stripe_webhook_secret: str = SIMULATED_WEBHOOK_SECRET
     stripe_api_base: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     # PhonePe Standard Checkout v2 (PAYGUARD_PROVIDER=phonepe, or the PhonePe simulator).
@@ -142,11 +153,26 @@ class Settings(BaseSettings):
         if path.exists():
             self.admin_token = path.read_text().strip()
         else:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
             self.admin_token = "pgadm_" + secrets.token_urlsafe(24)
-            path.write_text(self.admin_token + "\n")
-            path.chmod(0o600)
+            write_private(path, self.admin_token + "\n")
         return self.admin_token
+
+    def production_problems(self) -> list[str]:
+        """Why this configuration must not serve real payments (empty: it may).
+
+        With the real provider, the built-in simulator key and webhook secret (public, in
+        this source) would let anyone sign webhooks; they must be set explicitly.
+        """
+        if self.provider != "stripe":
+            return []
+        problems = []
+        if self.stripe_api_key == SIMULATED_API_KEY:
+            problems.append("PAYGUARD_STRIPE_API_KEY is not set (the built-in simulator key "
+                            "is public)")
+        if self.stripe_webhook_secret == SIMULATED_WEBHOOK_SECRET:
+            problems.append("PAYGUARD_STRIPE_WEBHOOK_SECRET is not set (the built-in "
+                            "simulator secret is public: anyone could sign webhooks)")
+        return problems
 
 
 def to_async_url(url: str) -> str:

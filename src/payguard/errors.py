@@ -95,9 +95,10 @@ class Unauthenticated(PayguardError):
 
 
 class Forbidden(PayguardError):
-    """A user token on an admin endpoint."""
+    """A token on an endpoint it may not use (a user token on an admin endpoint, the admin
+    token on a user endpoint); the detail says which."""
 
-    status, code, title = 403, "FORBIDDEN", "Admin token required"
+    status, code, title = 403, "FORBIDDEN", "Forbidden"
 
 
 class NotFound(PayguardError):

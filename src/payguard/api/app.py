@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payguard.api import problems
+from payguard.api.authfirst import AuthFirstMiddleware
+from payguard.api.bodylimit import BodyLimitMiddleware
 from payguard.api.logging import RequestLogMiddleware, configure_logging
 from payguard.api.routes import (
     admin,
@@ -33,6 +35,7 @@ from payguard.ledger import ensure_platform_accounts
 from payguard.locks import create_lock_service
 from payguard.metrics import Metrics, MetricsMiddleware
 from payguard.outbox import OutboxDispatcher
+from payguard.private_files import restrict_umask
 from payguard.providers import create_provider
 from payguard.service.context import AppContext
 from payguard.service.reconcile import poll_pending, reconcile
@@ -126,6 +129,9 @@ def _simulator_apps(settings: Settings) -> dict[str, FastAPI]:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    refusals = settings.production_problems()
+    if refusals:  # also when started by a process manager without `payguard serve`
+        raise RuntimeError("refusing to start: " + "; ".join(refusals))
     sim_apps = _simulator_apps(settings)
     metrics = Metrics()
 
@@ -181,6 +187,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(dashboard.router)
     for path, sim_app in sim_apps.items():
         app.mount(path, sim_app)
+    # Added innermost first: the body limit wraps authentication, which wraps the routes.
+    app.add_middleware(AuthFirstMiddleware)
+    app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes,
+                       limits=[("/api/webhooks/", settings.webhook_max_body_bytes)])
     app.add_middleware(RequestLogMiddleware, enabled=settings.log_requests)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
@@ -189,4 +199,5 @@ def create_app(settings: Settings) -> FastAPI:
 def create_app_from_env() -> FastAPI:
     """Entry point for uvicorn workers: settings come from the environment."""
     configure_logging()
+    restrict_umask()
     return create_app(Settings())

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.responses import Response
 
+from payguard.api.authfirst import PRINCIPAL_STATE, bearer_token
 from payguard.api.problems import dumps, to_response
 from payguard.errors import Forbidden, ValidationFailed
 from payguard.idempotency import Claim, StoredResponse, parse_key
@@ -24,6 +25,7 @@ __all__ = [
     "json_response",
     "run_idempotent",
     "run_idempotent_phased",
+    "secret_response",
 ]
 
 
@@ -34,11 +36,12 @@ def get_ctx(request: Request) -> AppContext:
 
 async def get_principal(request: Request, ctx: Annotated[AppContext, Depends(get_ctx)]
                         ) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    # AuthFirstMiddleware has authenticated every /api/ request before its body was read.
+    found = request.scope.get("state", {}).get(PRINCIPAL_STATE)
+    if isinstance(found, Principal):
+        return found
     principal = await users.authenticate(
-        ctx.db, token.strip() if scheme.lower() == "bearer" else None, ctx.admin_token
-    )
+        ctx.db, bearer_token(request.headers.get("authorization")), ctx.admin_token)
     request.state.principal = principal.scope
     return principal
 
@@ -51,7 +54,7 @@ async def require_admin(p: Annotated[Principal, Depends(get_principal)]) -> Prin
 
 async def require_user(p: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if p.is_admin:
-        raise Forbidden("this endpoint is for user tokens")
+        raise Forbidden("this endpoint is for user tokens, not the admin token")
     return p
 
 
@@ -63,6 +66,16 @@ User = Annotated[Principal, Depends(require_user)]
 def json_response(payload: Any, status: int = 200) -> StoredResponse:
     return StoredResponse(status=status, body=dumps(payload),
                           headers={"content-type": "application/json"})
+
+
+def secret_response(payload: dict[str, Any], status: int, *,
+                    secret: str = "token") -> StoredResponse:
+    """A response carrying a secret: the caller sees it now; what is stored (and replayed)
+    has ``secret`` set to null and says that it was already shown."""
+    replay = {**payload, secret: None, f"{secret}_already_shown": True}
+    return StoredResponse(status=status, body=dumps(replay),
+                          headers={"content-type": "application/json"},
+                          first_body=dumps({**payload, f"{secret}_already_shown": False}))
 
 
 def check_amount(ctx: AppContext, value: int | None, field: str) -> None:
@@ -85,7 +98,7 @@ async def run_idempotent(
 
     Without a key (where one is optional) the effects simply run in one transaction.
     """
-    key = parse_key(request.headers.get("idempotency-key"), required=required)
+    key = parse_key(request.headers.getlist("idempotency-key"), required=required)
     if key is None:
         async def once(uow: UnitOfWork) -> StoredResponse:
             response = await effects(uow, None)
@@ -112,7 +125,7 @@ async def run_idempotent_phased(
     """Like ``run_idempotent`` for operations that call the provider between their own
     short transactions: ``handler`` commits its phases and gets the claim to record
     recovery points on."""
-    key = parse_key(request.headers.get("idempotency-key"), required=required)
+    key = parse_key(request.headers.getlist("idempotency-key"), required=required)
     if key is None:
         return to_response(await handler(None))
     request.state.idempotency_key = key

@@ -14,6 +14,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from payguard.errors import PayguardError, ValidationFailed
 from payguard.idempotency import StoredResponse
@@ -28,9 +29,9 @@ __all__ = [
 ]
 
 PROBLEM_JSON = "application/problem+json"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 _HTTP_CODES = {
-    400: ("BAD_REQUEST", "Bad request"),
     401: ("UNAUTHENTICATED", "Authentication required"),
     403: ("FORBIDDEN", "Forbidden"),
     404: ("NOT_FOUND", "Not found"),
@@ -67,7 +68,8 @@ def to_response(stored: StoredResponse, *, replayed: bool = False) -> Response:
     headers = {k: v for k, v in stored.headers.items() if k != "content-type"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(content=stored.body, status_code=stored.status, headers=headers,
+    body = stored.body if replayed or stored.first_body is None else stored.first_body
+    return Response(content=body, status_code=stored.status, headers=headers,
                     media_type=stored.headers.get("content-type", "application/json"))
 
 
@@ -89,13 +91,33 @@ async def validation_error_handler(_request: Request, exc: Exception) -> Respons
     return problem_response(ValidationFailed("the request is malformed", errors=errors))
 
 
-async def http_error_handler(_request: Request, exc: Exception) -> Response:
+async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's body reader answers 400 for a body json.loads cannot take (invalid
+        # UTF-8, nesting past the recursion limit, an integer of more than 4300 digits):
+        # to the contract that is a malformed body like any other.
+        return problem_response(ValidationFailed(
+            "the request body could not be parsed",
+            errors=[{"loc": ["body"], "msg": "not parseable as JSON"}]))
     code, title = _HTTP_CODES.get(exc.status_code, ("HTTP_ERROR", "HTTP error"))
     detail = str(exc.detail) if exc.detail else title
     if exc.status_code == 404:
         detail = "no such endpoint"
-    return to_response(render_problem(exc.status_code, code, title, detail))
+    response = to_response(render_problem(exc.status_code, code, title, detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        # RFC 9110: Allow lists every method of the path. Starlette names only those of
+        # the first route that matched, and GET and POST of a path are separate routes.
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
+    return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    routes = request.app.router.routes
+    return [method for method in _METHODS if any(
+        route.matches({**request.scope, "method": method})[0] is Match.FULL
+        for route in routes)]
 
 
 async def unhandled_error_handler(_request: Request, _exc: Exception) -> Response:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from payguard.clock import utcnow
 from payguard.config import Settings
+from payguard.private_files import write_private
 from payguard.service import catalog, users, wallets
 from payguard.store.engine import create_engine
 from payguard.store.migrate import migrate
@@ -54,9 +55,7 @@ async def ensure_demo_data(settings: Settings) -> dict[str, Any]:
                     "program": program["id"]}
 
         demo = await db.run(create)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(demo))
-        saved.chmod(0o600)
+        write_private(saved, json.dumps(demo))
         return demo
     finally:
         await db.dispose()

@@ -14,12 +14,20 @@ from payguard.cli.reconcile_cmd import reconcile
 from payguard.cli.sim_cmd import sim
 from payguard.config import Settings
 from payguard.locks import choose_backend
+from payguard.private_files import restrict_umask
 
 __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Race-free payments: the payguard service and its tools.")
 console = Console(soft_wrap=True)
+
+
+@app.callback()
+def _private_files() -> None:
+    """Race-free payments: the payguard service and its tools."""
+    # Before any command creates a file: data dir, databases, tokens are owner-only.
+    restrict_umask()
 
 
 @app.command()
@@ -38,6 +46,7 @@ def serve(
     os.environ.setdefault("PAYGUARD_PUBLIC_URL", f"http://{host}:{port}")
     os.environ["PAYGUARD_WORKERS"] = str(workers)
     settings = Settings()
+    check_production(settings)
     check_lock_backend(settings, workers)
     token_was_configured = bool(settings.admin_token)
     token = settings.ensure_admin_token()
@@ -74,6 +83,16 @@ def serve(
             import shutil
 
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def check_production(settings: Settings) -> None:
+    """Refuse to take real payments with the public development secrets."""
+    problems = settings.production_problems()
+    if problems:
+        console.print("[red]error:[/] refusing to start with PAYGUARD_PROVIDER=stripe:")
+        for problem in problems:
+            console.print(f"  - {problem}")
+        raise typer.Exit(2)
 
 
 def check_lock_backend(settings: Settings, workers: int) -> None:

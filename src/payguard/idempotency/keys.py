@@ -12,13 +12,22 @@ __all__ = ["MAX_KEY_LENGTH", "canonical_json", "fingerprint", "outbound_key", "p
 MAX_KEY_LENGTH = 255
 
 
-def parse_key(value: str | None, *, required: bool) -> str | None:
-    """Validate the header value: printable ASCII, 1..255 characters."""
+def parse_key(value: str | list[str] | None, *, required: bool) -> str | None:
+    """Validate the header: one value, printable ASCII, 1..255 characters, not blank.
+
+    ``value`` may be every value the header was sent with: a repeated header is refused
+    rather than one of its values silently chosen.
+    """
+    if isinstance(value, list):
+        if len(value) > 1:
+            raise IdempotencyKeyInvalid("send the Idempotency-Key header once")
+        value = value[0] if value else None
     if value is None:
         if required:
             raise IdempotencyKeyMissing("this request requires an Idempotency-Key header")
         return None
-    if not value or len(value) > MAX_KEY_LENGTH or not all(0x20 <= ord(c) < 0x7F for c in value):
+    if (not value.strip() or len(value) > MAX_KEY_LENGTH
+            or not all(0x20 <= ord(c) < 0x7F for c in value)):
         raise IdempotencyKeyInvalid(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"
         )

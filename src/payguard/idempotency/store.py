@@ -38,9 +38,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
+    """A response as kept for replay. ``first_body``, when set, is what the first caller
+    gets instead of ``body``: a secret shown once is never stored (only ``body`` is)."""
+
     status: int
     body: bytes
     headers: dict[str, str]
+    first_body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

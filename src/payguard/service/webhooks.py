@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from payguard.clock import utcnow
+from payguard.errors import ValidationFailed
 from payguard.inbox import note_redelivery, record_event
 from payguard.service.context import AppContext
 from payguard.service.lifecycle import close_pending_in, fulfil_in, send_pending_refund
@@ -21,7 +22,7 @@ from payguard.service.redelivery import already_applied
 from payguard.store.schema import inbox_events, purchases
 from payguard.store.uow import UnitOfWork
 
-__all__ = ["HANDLED_EVENTS", "handle_webhook"]
+__all__ = ["HANDLED_EVENTS", "MAX_FIELD", "handle_webhook", "parse_event"]
 
 log = logging.getLogger("payguard.webhooks")
 
@@ -52,19 +53,63 @@ async def _find_purchase(ctx: AppContext, session: dict[str, Any]) -> str | None
     return None
 
 
+#: Longest event id and object id accepted; event types are shorter (the inbox column).
+MAX_FIELD = 255
+MAX_TYPE = 100
+
+
+def _text(value: object, *, required: bool, limit: int = MAX_FIELD) -> bool:
+    if value is None:
+        return not required
+    return isinstance(value, str) and 0 < len(value) <= limit
+
+
+def parse_event(event: dict[str, Any]) -> tuple[str, str, dict[str, Any], str | None]:
+    """``(event id, type, data.object, checkout session id)`` of a signed event, or
+    ``ValidationFailed`` (422) when it does not have Stripe's event shape."""
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    problems = []
+    if not _text(event.get("id"), required=True):
+        problems.append(("id", f"a string of 1 to {MAX_FIELD} characters"))
+    if not _text(event.get("type"), required=True, limit=MAX_TYPE):
+        problems.append(("type", f"a string of 1 to {MAX_TYPE} characters"))
+    if not isinstance(obj, dict):
+        problems.append(("data", "an object with an object 'object'"))
+        obj = {}
+    session_id = None
+    if obj.get("object") == "checkout.session":
+        metadata = obj.get("metadata")
+        if not _text(obj.get("id"), required=True):
+            problems.append(("data.object.id", "a checkout session id"))
+        else:
+            session_id = str(obj["id"])
+        if not _text(obj.get("client_reference_id"), required=False):
+            problems.append(("data.object.client_reference_id", "a string or null"))
+        if metadata is not None and (not isinstance(metadata, dict) or not _text(
+                metadata.get("purchase_id"), required=False)):
+            problems.append(("data.object.metadata", "an object of strings"))
+    if problems:
+        raise ValidationFailed("the event does not have the shape of a Stripe event",
+                               errors=[{"loc": ["body", *loc.split(".")], "msg": msg}
+                                       for loc, msg in problems])
+    return str(event["id"]), str(event["type"]), obj, session_id
+
+
 async def handle_webhook(ctx: AppContext, payload: bytes,
                          signature: str | None) -> dict[str, Any]:
     event = ctx.provider.construct_event(payload, signature)  # 400 on a bad signature
-    event_id, event_type = str(event["id"]), str(event["type"])
-    obj = (event.get("data") or {}).get("object") or {}
-    session_id = obj.get("id") if obj.get("object") == "checkout.session" else None
+    event_id, event_type, obj, session_id = parse_event(event)  # 422 on a bad shape
+    # Unknown types are counted under one label, so a signed sender cannot grow the
+    # metric's label set (or the log) with made-up types.
+    label = event_type if event_type in HANDLED_EVENTS else "other"
     metrics = ctx.extras.get("metrics")
 
     if await already_applied(ctx.db, "stripe", event_id):
         # A redelivery: answer without asking the provider again. The inbox insert in the
         # effects' transaction below stays the guard for deliveries racing this check.
         if metrics is not None:
-            metrics.webhook_event(event_type, "duplicate")
+            metrics.webhook_event(label, "duplicate")
         return {"received": True, "duplicate": True}
 
     purchase_id = None
@@ -110,10 +155,10 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
 
     duplicate, outcome = await ctx.db.run(apply)
     if metrics is not None:
-        metrics.webhook_event(event_type, "duplicate" if duplicate else outcome)
+        metrics.webhook_event(label, "duplicate" if duplicate else outcome)
     if outcome == "refund" and purchase_id is not None:
         await send_pending_refund(ctx, purchase_id)
-    log.info("webhook %s %s -> %s", event_id, event_type, outcome)
+    log.info("webhook %s %s -> %s", event_id[:100], event_type[:100], outcome)
     return {"received": True, "duplicate": duplicate}
 
 

@@ -17,6 +17,7 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from payguard.private_files import make_private_dir
 from payguard.store.engine import null_pool_engine
 
 __all__ = ["alembic_config", "migrate"]
@@ -47,7 +48,7 @@ def _upgrade(connection: Connection) -> None:
 
 def _lock_beside(db_path: Path) -> Any:
     """An exclusive file lock next to the SQLite file (blocks until the holder is done)."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(db_path.parent)
     lock_file = open(db_path.with_suffix(".migrate.lock"), "w")  # held by the caller
     fcntl.flock(lock_file, fcntl.LOCK_EX)
     return lock_file

@@ -92,7 +92,8 @@ class SimHarness:
         return r.json()
 
     async def deliveries(self, session_id: str) -> list[dict[str, Any]]:
-        r = await self.http.get(f"{self.url}/deliveries", params={"session_id": session_id})
+        r = await self.http.get(f"{self.url}/deliveries", params={"session_id": session_id},
+                                headers=self.auth())
         assert r.status_code == 200
         data: list[dict[str, Any]] = r.json()["data"]
         return data

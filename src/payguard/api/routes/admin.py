@@ -15,6 +15,7 @@ from payguard.api.deps import (
     json_response,
     run_idempotent,
     run_idempotent_phased,
+    secret_response,
 )
 from payguard.api.schemas import AdjustmentIn, ItemsIn, ProductIn, ProgramIn, RefundIn, UserIn
 from payguard.idempotency import Claim, StoredResponse
@@ -33,7 +34,7 @@ async def create_user(body: UserIn, request: Request, ctx: Ctx, admin: Admin) ->
     async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
         user = await users.create_user(uow, email=body.email, name=body.name,
                                        currency=ctx.settings.currency)
-        return json_response(user, 201)
+        return secret_response(user, 201)
 
     return await run_idempotent(request, ctx, admin, effects, required=False)
 

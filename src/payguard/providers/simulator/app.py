@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payguard.providers.simulator import objects
 from payguard.providers.simulator.errors import StripeApiError, invalid
 from payguard.providers.simulator.forms import decode_form, decode_pairs
-from payguard.providers.simulator.page import render_page
+from payguard.providers.simulator.page import (
+    page_headers,
+    render_error_page,
+    render_page,
+    return_urls,
+    success_redirect,
+)
 from payguard.providers.simulator.store import SimStore, Txn
 from payguard.providers.simulator.webhooks import Deliverer, PlannedDelivery, WebhookPolicy
 
@@ -46,6 +55,8 @@ class SimulatorOptions:
     webhook: WebhookPolicy
     failure_rate: float = 0.0
     latency_ms: int = 0
+    #: Also opens the debugging endpoints (``/deliveries``), besides the secret key.
+    admin_token: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SimulatorOptions:
@@ -64,6 +75,7 @@ class SimulatorOptions:
             ),
             failure_rate=settings.sim_failure_rate,
             latency_ms=settings.sim_latency_ms,
+            admin_token=settings.admin_token,
         )
 
     def with_webhook(self, **changes: Any) -> SimulatorOptions:
@@ -72,6 +84,10 @@ class SimulatorOptions:
 
 def _error(exc: StripeApiError) -> Response:
     return Response(exc.body(), status_code=exc.status, media_type="application/json")
+
+
+def _html(body: str, status: int = 200, *, form_targets: tuple[str, ...] = ()) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers=page_headers(form_targets))
 
 
 def _base_url(request: Request) -> str:
@@ -89,13 +105,18 @@ class Simulator:
     async def aclose(self) -> None:
         await self.deliverer.aclose()
 
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, request: Request, *, admin: bool = False) -> None:
         header = request.headers.get("authorization", "")
         if not header:
             raise StripeApiError(401, "invalid_request_error",
                                  "You did not provide an API key.")
         scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or key.strip() != self.options.api_key:
+        allowed = [self.options.api_key]
+        if admin and self.options.admin_token:
+            allowed.append(self.options.admin_token)
+        key = key.strip()
+        if scheme.lower() != "bearer" or not any(
+                hmac.compare_digest(key.encode(), a.encode()) for a in allowed):
             raise StripeApiError(401, "invalid_request_error", "Invalid API Key provided.")
 
     async def api(self, request: Request, op: Op, *, idempotent: bool) -> Response:
@@ -113,8 +134,8 @@ class Simulator:
                     params = decode_pairs(list(request.query_params.multi_items()))
                 else:
                     params = decode_form(await request.body())
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise invalid(str(exc)) from exc
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                raise invalid(f"unreadable parameters: {exc}"[:300]) from exc
         except StripeApiError as exc:
             return _error(exc)
 
@@ -176,10 +197,18 @@ class Simulator:
             raise invalid(f"outcome must be one of {sorted(objects.OUTCOMES)}", param="outcome")
         raw_card = body.get("card")
         card: dict[str, Any] = raw_card if isinstance(raw_card, dict) else {}
-        brand = str(body.get("card_brand") or card.get("brand") or "visa")
-        last4 = str(body.get("card_last4") or card.get("last4") or "4242")
-        if len(last4) != 4 or not last4.isdigit():
+        brand = body.get("card_brand") or card.get("brand") or "visa"
+        last4 = body.get("card_last4") or card.get("last4") or "4242"
+        if not isinstance(brand, str) or not 0 < len(brand) <= 40:
+            raise invalid("card brand must be a short string", param="card_brand")
+        if not isinstance(last4, str) or len(last4) != 4 or not last4.isascii() \
+                or not last4.isdigit():
             raise invalid("card last4 must be 4 digits", param="card_last4")
+        for name in ("name", "email"):
+            value = body.get(name)
+            if value is not None and (not isinstance(value, str) or len(value) > 320):
+                raise invalid(f"{name} must be a string of at most 320 characters",
+                              param=name)
 
         def work(txn: Txn) -> tuple[dict[str, Any] | StripeApiError, list[PlannedDelivery]]:
             objects.expire_due(txn)
@@ -232,13 +261,40 @@ class Simulator:
 
 
 async def _pay_body(request: Request) -> tuple[dict[str, Any], bool]:
+    """The pay form or JSON body; ``StripeApiError`` (400) when it is not an object."""
     raw = await request.body()
     if request.headers.get("content-type", "").startswith("application/json"):
-        data = json.loads(raw or b"{}")
+        try:
+            data = json.loads(raw or b"{}")
+        except (ValueError, RecursionError) as exc:  # also invalid UTF-8, huge integers
+            raise invalid("the body is not valid JSON") from exc
         if not isinstance(data, dict):
-            raise invalid("body must be a JSON object")
+            raise invalid("the body must be a JSON object")
         return data, True
-    return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True)), False
+    try:
+        return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True)), False
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid("the body is not a valid form") from exc
+
+
+def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    return _error(invalid(f"Invalid parameter: {first.get('msg', 'invalid')}", param=param))
+
+
+def _http_error(_request: Request, exc: Exception) -> Response:
+    """Unknown paths, wrong methods and oversized bodies, in Stripe's error shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        error = StripeApiError(404, "invalid_request_error", "Unrecognized request URL.")
+    else:
+        error = StripeApiError(exc.status_code, "invalid_request_error",
+                               str(exc.detail)[:300])
+    response = _error(error)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def create_simulator_app(settings: Settings, options: SimulatorOptions | None = None) -> FastAPI:
@@ -253,6 +309,8 @@ def create_simulator_app(settings: Settings, options: SimulatorOptions | None = 
     app = FastAPI(title="payguard simulated provider", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None)
     app.state.simulator = sim
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     @app.post("/v1/checkout/sessions")
     async def create_session(request: Request) -> Response:
@@ -278,20 +336,22 @@ def create_simulator_app(settings: Settings, options: SimulatorOptions | None = 
                              idempotent=False)
 
     @app.get("/checkout/{session_id}", name="sim_checkout_page")
-    async def checkout_page(session_id: str, declined: int = 0) -> HTMLResponse:
+    async def checkout_page(session_id: str,
+                            declined: Annotated[int, Query(ge=0, le=1)] = 0) -> HTMLResponse:
         try:
             session = await sim.session(session_id)
         except StripeApiError as exc:
-            return HTMLResponse(f"<!doctype html><p>{exc.message}</p>", status_code=exc.status)
+            return _html(render_error_page(exc.message), exc.status)
         items = session.pop("_line_items")
-        return HTMLResponse(render_page(session, items, declined=bool(declined)))
+        return _html(render_page(session, items, declined=bool(declined)),
+                     form_targets=return_urls(session))
 
     @app.post("/checkout/{session_id}/pay")
     async def pay(request: Request, session_id: str) -> Response:
         try:
             body, is_json = await _pay_body(request)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return _error(invalid(f"unreadable body: {exc}"))
+        except StripeApiError as exc:
+            return _error(exc)
         try:
             result = await sim.pay(session_id, body)
         except StripeApiError as exc:
@@ -305,14 +365,24 @@ def create_simulator_app(settings: Settings, options: SimulatorOptions | None = 
         if session["status"] == "open":  # declined: back to the page with a notice
             page = request.url_for("sim_checkout_page", session_id=session_id)
             return RedirectResponse(f"{page}?declined=1", 303)
-        # Stripe fills this template in the success URL.
-        target = str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session_id)
-        return RedirectResponse(target, 303)
+        # Only ever to the session's own success URL (http(s), checked when the session
+        # was created); Stripe fills this template in it.
+        try:
+            return RedirectResponse(success_redirect(session), 303)
+        except ValueError as exc:
+            return _error(invalid(str(exc), param="success_url"))
 
-    @app.get("/deliveries")
-    async def deliveries(session_id: str | None = None,
-                         event_id: str | None = None) -> dict[str, Any]:
-        """Webhook deliveries and their state, so tests can wait for them."""
+    @app.get("/deliveries", response_model=None)
+    async def deliveries(request: Request,
+                         session_id: Annotated[str | None, Query(max_length=200)] = None,
+                         event_id: Annotated[str | None, Query(max_length=200)] = None
+                         ) -> dict[str, Any] | Response:
+        """Webhook deliveries and their state, so tests can wait for them. They name
+        sessions and events, so they need the secret key or the admin token."""
+        try:
+            sim._authorize(request, admin=True)
+        except StripeApiError as exc:
+            return _error(exc)
         return {"object": "list", "data": await sim.deliveries(session_id, event_id)}
 
     return app

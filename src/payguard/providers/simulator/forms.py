@@ -9,6 +9,9 @@ from urllib.parse import parse_qsl
 __all__ = ["decode_form", "decode_pairs"]
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
+# Stripe's parameters nest a few levels (line_items[0][price_data][product_data][name]);
+# a bound keeps a hostile name from recursing the decoder to death.
+MAX_DEPTH = 10
 
 
 def _tokens(key: str) -> list[str]:
@@ -16,7 +19,10 @@ def _tokens(key: str) -> list[str]:
     if not match:
         raise ValueError(f"malformed parameter name {key!r}")
     rest = match.group(2)
-    return [match.group(1), *re.findall(r"\[([^\[\]]*)\]", rest)] if rest else [match.group(1)]
+    tokens = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", rest)] if rest else [match.group(1)]
+    if len(tokens) > MAX_DEPTH:
+        raise ValueError(f"parameter names nest at most {MAX_DEPTH} levels")
+    return tokens
 
 
 def _listify(node: Any) -> Any:

@@ -12,6 +12,7 @@ import string
 from typing import Any, Literal
 
 from payguard.providers.simulator.errors import invalid, missing
+from payguard.providers.simulator.page import is_web_url
 from payguard.providers.simulator.store import EventRecord, Txn
 
 __all__ = [
@@ -174,6 +175,11 @@ def create_session(txn: Txn, params: dict[str, Any]) -> dict[str, Any]:
     success_url = params.get("success_url")
     if not success_url:
         raise invalid("Missing required param: success_url.", param="success_url")
+    for name in ("success_url", "cancel_url"):
+        # The hosted page links and redirects to these: http(s) only, never javascript:.
+        if params.get(name) is not None and not is_web_url(params[name]):
+            raise invalid(f"Invalid URL: {name} must be an absolute http or https URL.",
+                          param=name, code="url_invalid")
     default_expiry = txn.now + MAX_SESSION_LIFETIME
     expires_at = _int("expires_at", params.get("expires_at", default_expiry))
     # Stripe also demands at least 30 minutes; the simulator accepts any future time so

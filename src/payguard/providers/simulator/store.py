@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from payguard.private_files import make_private_dir
+
 __all__ = ["EventRecord", "NeedsWrite", "SimStore", "Txn"]
 
 T = TypeVar("T")
@@ -105,7 +107,7 @@ class SimStore:
         return conn
 
     def _init_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
         conn = self._connect()
         try:
             conn.execute("PRAGMA journal_mode=WAL")
