@@ -161,8 +161,11 @@ class Settings(BaseSettings):
         """Why this configuration must not serve real payments (empty: it may).
 
         With the real provider, the built-in simulator key and webhook secret (public, in
-        this source) would let anyone sign webhooks; they must be set explicitly.
+        this source) would let anyone sign webhooks; they must be set explicitly. Likewise
+        PhonePe's client credentials and callback username/password.
         """
+        if self.provider == "phonepe":
+            return self._phonepe_problems()
         if self.provider != "stripe":
             return []
         problems = []
@@ -173,6 +176,27 @@ class Settings(BaseSettings):
             problems.append("PAYGUARD_STRIPE_WEBHOOK_SECRET is not set (the built-in "
                             "simulator secret is public: anyone could sign webhooks)")
         return problems
+
+    def _phonepe_problems(self) -> list[str]:
+        checks = (
+            ("PAYGUARD_PHONEPE_CLIENT_ID", self.phonepe_client_id, SIM_PHONEPE_CLIENT_ID),
+            ("PAYGUARD_PHONEPE_CLIENT_SECRET", self.phonepe_client_secret,
+             SIM_PHONEPE_CLIENT_SECRET),
+            # Anyone who knows these can make callbacks pass the Authorization check.
+            ("PAYGUARD_PHONEPE_CALLBACK_USERNAME", self.phonepe_callback_username,
+             SIM_PHONEPE_CALLBACK_USERNAME),
+            ("PAYGUARD_PHONEPE_CALLBACK_PASSWORD", self.phonepe_callback_password,
+             SIM_PHONEPE_CALLBACK_PASSWORD),
+        )
+        return [p for p in (_phonepe_problem(*c) for c in checks) if p is not None]
+
+
+def _phonepe_problem(name: str, value: str, simulated: str) -> str | None:
+    if not value.strip():
+        return f"{name} is not set"
+    if value == simulated:
+        return f"{name} is the built-in simulator value (public, in this source)"
+    return None
 
 
 def to_async_url(url: str) -> str:

@@ -12,9 +12,12 @@ import asyncio
 import hashlib
 import json
 import re
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,3 +245,24 @@ async def test_class_rep_seats_topups_and_refunds_with_phonepe(pp: ApiClient) ->
     assert again.status_code == 201, again.text
     audit = await pp.audit()
     assert audit["ok"], audit["problems"]
+
+
+@pytest.mark.parametrize("missing", ["PAYGUARD_PHONEPE_CLIENT_SECRET",
+                                     "PAYGUARD_PHONEPE_CALLBACK_PASSWORD"])
+def test_production_mode_refuses_phonepe_without_its_credentials(
+        tmp_path: Path, missing: str) -> None:
+    """PAYGUARD_PROVIDER=phonepe with a credential unset (so the simulator's public default)
+    does not start: anyone could otherwise make callbacks pass the Authorization check."""
+    live = LiveServer(tmp_path / "data", f"sqlite:///{tmp_path / 'payguard.db'}")
+    env = {**live.environment(), "PAYGUARD_PROVIDER": "phonepe", "PAYGUARD_CURRENCY": "INR",
+           "PAYGUARD_PHONEPE_CLIENT_ID": "M22OPERATOR",
+           "PAYGUARD_PHONEPE_CLIENT_SECRET": "operator-secret",
+           "PAYGUARD_PHONEPE_CALLBACK_USERNAME": "operator",
+           "PAYGUARD_PHONEPE_CALLBACK_PASSWORD": "operator-password"}
+    del env[missing]
+    done = subprocess.run([sys.executable, "-m", "payguard", "serve", "--port",
+                           str(live.port)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "refusing to start with PAYGUARD_PROVIDER=phonepe" in done.stdout
+    assert missing in done.stdout

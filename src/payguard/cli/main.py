@@ -89,7 +89,8 @@ def check_production(settings: Settings) -> None:
     """Refuse to take real payments with the public development secrets."""
     problems = settings.production_problems()
     if problems:
-        console.print("[red]error:[/] refusing to start with PAYGUARD_PROVIDER=stripe:")
+        console.print("[red]error:[/] refusing to start with "
+                      f"PAYGUARD_PROVIDER={settings.provider}:")
         for problem in problems:
             console.print(f"  - {problem}")
         raise typer.Exit(2)

@@ -35,12 +35,6 @@ from phonepe.sdk.pg.payments.v2.models.request.standard_checkout_pay_request imp
 from phonepe.sdk.pg.payments.v2.standard_checkout_client import StandardCheckoutClient
 from requests import RequestException
 
-from payguard.config import (
-    SIM_PHONEPE_CALLBACK_PASSWORD,
-    SIM_PHONEPE_CALLBACK_USERNAME,
-    SIM_PHONEPE_CLIENT_ID,
-    SIM_PHONEPE_CLIENT_SECRET,
-)
 from payguard.errors import ProviderUnavailable
 from payguard.providers.base import ProviderSession, WebhookSignatureError
 from payguard.providers.limiter import CallLimiter, ProviderStats
@@ -77,22 +71,11 @@ def check_settings(settings: Settings) -> None:
     if settings.currency != CURRENCY:
         raise ValueError(f"PhonePe takes {CURRENCY} only: set PAYGUARD_CURRENCY=INR "
                          f"(it is {settings.currency})")
-    if settings.provider != "phonepe":
-        return
-    simulated = {
-        "PAYGUARD_PHONEPE_CLIENT_ID": (settings.phonepe_client_id, SIM_PHONEPE_CLIENT_ID),
-        "PAYGUARD_PHONEPE_CLIENT_SECRET": (settings.phonepe_client_secret,
-                                           SIM_PHONEPE_CLIENT_SECRET),
-        "PAYGUARD_PHONEPE_CALLBACK_USERNAME": (settings.phonepe_callback_username,
-                                               SIM_PHONEPE_CALLBACK_USERNAME),
-        "PAYGUARD_PHONEPE_CALLBACK_PASSWORD": (settings.phonepe_callback_password,
-                                               SIM_PHONEPE_CALLBACK_PASSWORD),
-    }
-    missing = [name for name, (value, sim) in simulated.items()
-               if not value.strip() or value == sim]
-    if missing:
-        raise ValueError("PAYGUARD_PROVIDER=phonepe needs real PhonePe credentials; "
-                         f"unset or the simulator's: {', '.join(missing)}")
+    # Production mode (PAYGUARD_PROVIDER=phonepe): `serve` refuses these before it gets here.
+    problems = settings.production_problems()
+    if problems:
+        raise ValueError("PAYGUARD_PROVIDER=phonepe needs real PhonePe credentials: "
+                         + "; ".join(problems))
 
 
 class PhonePeProvider:
