@@ -61,6 +61,9 @@ class Settings(BaseSettings):
 
     idempotency_ttl: int = Field(default=86_400, gt=0)
     idempotency_lock_timeout: float = Field(default=60.0, gt=0)
+    # Seconds a process may go without renewing its heartbeat before what it holds (claims,
+    # checkout locks) is taken over as a dead holder's. It beats four times per lease.
+    holder_lease: float = Field(default=4.0, gt=0)
 
     provider: Literal["simulated", "stripe", "phonepe"] = "simulated"
     # Which simulator ``provider=simulated`` runs and talks to.

@@ -29,6 +29,7 @@ from payguard.api.routes import (
 from payguard.clock import utcnow
 from payguard.config import Settings
 from payguard.errors import PayguardError
+from payguard.holders import Heartbeat
 from payguard.idempotency import IdempotencyGuard
 from payguard.idempotency.store import reap_expired
 from payguard.ledger import ensure_platform_accounts
@@ -57,18 +58,22 @@ async def build_context(settings: Settings) -> AppContext:
                       synchronous_commit=settings.db_synchronous_commit),
         unavailable_wait=settings.db_unavailable_wait,
     )
+    # This process as a holder of claims and locks; its heartbeat tells the others it lives.
+    heartbeat = Heartbeat(db, lease=settings.holder_lease)
+    await heartbeat.start()
     guard = IdempotencyGuard(
         db, ttl=settings.idempotency_ttl, lock_timeout=settings.idempotency_lock_timeout,
         render_error=problems.render_error, hold_seconds=settings.test_hold_seconds,
+        holder_id=heartbeat.id, holder_lease=settings.holder_lease,
     )
     ctx = AppContext(settings=settings, db=db, guard=guard,
-                     admin_token=settings.ensure_admin_token())
+                     admin_token=settings.ensure_admin_token(), heartbeat=heartbeat)
     async def platform_accounts(uow: UnitOfWork) -> None:
         await ensure_platform_accounts(uow.conn, settings.currency)
         await uow.commit()
 
     await db.run(platform_accounts)
-    ctx.locks = create_lock_service(settings, db)
+    ctx.locks = create_lock_service(settings, db, holder_id=heartbeat.id)
     ctx.provider = create_provider(settings)
     ctx.outbox = OutboxDispatcher(db, settings)
     if ctx.locks.backend == "redis":
@@ -85,6 +90,8 @@ def _redis_ping(ctx: AppContext) -> Callable[[], Awaitable[bool]]:
 
 
 async def close_context(ctx: AppContext) -> None:
+    if ctx.heartbeat is not None:
+        await ctx.heartbeat.stop()
     for closer in (ctx.provider.close, ctx.locks.close):
         try:
             await closer()

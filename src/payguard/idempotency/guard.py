@@ -28,6 +28,7 @@ from payguard.errors import (
     DatabaseUnavailable,
     IdempotencyKeyReused,
     PayguardError,
+    PaymentInProgress,
     RequestInProgress,
 )
 from payguard.idempotency import store
@@ -61,8 +62,13 @@ class GuardCounters:
 class IdempotencyGuard:
     def __init__(self, db: Database, *, ttl: float, lock_timeout: float,
                  render_error: RenderError, clock: Callable[[], datetime] = utcnow,
-                 hold_seconds: float = 0.0) -> None:
+                 hold_seconds: float = 0.0, holder_id: str | None = None,
+                 holder_lease: float | None = None) -> None:
         self.db = db
+        # The process running the claims (``payguard.holders``): a retry takes over a key
+        # whose holder stopped renewing its heartbeat for ``holder_lease`` seconds.
+        self.holder_id = holder_id
+        self.holder_lease = holder_lease
         self.ttl = ttl
         self.lock_timeout = lock_timeout
         self.render_error = render_error
@@ -87,7 +93,7 @@ class IdempotencyGuard:
             result = await store.claim(
                 uow.conn, principal=principal, key=key, fingerprint=fp, method=method,
                 path=path, now=self.clock(), ttl=self.ttl, lock_timeout=self.lock_timeout,
-                owner=owner,
+                owner=owner, holder_id=self.holder_id, holder_lease=self.holder_lease,
             )
             await uow.commit()
             return result
@@ -150,11 +156,16 @@ class IdempotencyGuard:
 
     async def _settle(self, claim_: Claim,
                       run: Callable[[], Awaitable[StoredResponse]]) -> Outcome:
-        """Run the request; a 4xx is stored for replay, a 5xx or crash gives the key back."""
+        """Run the request; a 4xx is stored for replay, a 5xx or crash gives the key back.
+
+        So do the transient 409s (``REQUEST_IN_PROGRESS``, ``PAYMENT_IN_PROGRESS``): they
+        say "retry shortly" (with ``Retry-After``), which only works if the retry with the
+        same key runs the request again instead of replaying the 409.
+        """
         try:
             response = await run()
         except PayguardError as exc:
-            if exc.status >= 500 or isinstance(exc, RequestInProgress):
+            if exc.status >= 500 or isinstance(exc, (RequestInProgress, PaymentInProgress)):
                 await self._release(claim_)
                 raise
             return Outcome(await self._store(claim_, self.render_error(exc)), replayed=False)

@@ -4,6 +4,11 @@ A claim is ``INSERT ... ON CONFLICT DO NOTHING`` followed by a read of the row (
 check-then-insert). A claim is held by a random ``lock_owner`` token; completion, release
 and recovery-point updates are conditioned on still holding it, so a request that a stale
 lock handed to a retry can no longer complete or release anything.
+
+A claim also records its ``holder_id``: the process that runs it (``payguard.holders``). A
+retry may take the key over when that process stopped renewing its heartbeat for
+``holder_lease`` seconds (it died: seconds), or when the claim itself has not moved for
+``lock_timeout`` seconds (the bound for a holder that is alive but stuck).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import as_utc
+from payguard.holders import holder_dead
 from payguard.store import dialect
 from payguard.store.schema import idempotency_keys
 
@@ -33,6 +39,7 @@ __all__ = [
     "reap_expired",
     "release",
     "release_unconfirmed",
+    "takeable",
 ]
 
 
@@ -107,8 +114,11 @@ async def claim(
     ttl: float,
     lock_timeout: float,
     owner: str | None = None,
+    holder_id: str | None = None,
+    holder_lease: float | None = None,
 ) -> ClaimResult:
-    """Try to take ``(principal, key)``. The caller commits right after.
+    """Try to take ``(principal, key)`` for the process ``holder_id``. The caller commits
+    right after.
 
     ``owner`` (default: a fresh token) lets a caller whose COMMIT of the claim was lost
     give the key back later with ``release_unconfirmed``.
@@ -118,7 +128,7 @@ async def claim(
     inserted = (await conn.execute(
         dialect.insert(conn, idempotency_keys).values(
             principal=principal, key=key, fingerprint=fingerprint, method=method, path=path,
-            state="in_progress", lock_owner=owner, locked_at=now,
+            state="in_progress", lock_owner=owner, locked_at=now, holder_id=holder_id,
             recovery_point="started", created_at=now, updated_at=now, expires_at=expires_at,
         ).on_conflict_do_nothing(
             index_elements=[idempotency_keys.c.principal, idempotency_keys.c.key]
@@ -139,7 +149,8 @@ async def claim(
             update(idempotency_keys)
             .where(idempotency_keys.c.id == row.id, idempotency_keys.c.expires_at <= now)
             .values(fingerprint=fingerprint, method=method, path=path, state="in_progress",
-                    lock_owner=owner, locked_at=now, recovery_point="started",
+                    lock_owner=owner, locked_at=now, holder_id=holder_id,
+                    recovery_point="started",
                     purchase_id=None, status_code=None, response_headers=None,
                     response_body=None, created_at=now, updated_at=now,
                     expires_at=expires_at)
@@ -153,17 +164,14 @@ async def claim(
     if settled is not None:
         return settled
 
-    # In progress. If its holder has been silent past the lock timeout it died: take over.
-    stale_before = now - timedelta(seconds=lock_timeout)
+    # In progress. If its holder died (or is stuck past the lock timeout): take over.
     taken = (await conn.execute(
         update(idempotency_keys)
         .where(
             idempotency_keys.c.id == row.id,
-            idempotency_keys.c.state == "in_progress",
-            or_(idempotency_keys.c.locked_at.is_(None),
-                idempotency_keys.c.locked_at < stale_before),
+            takeable(now, lock_timeout=lock_timeout, holder_lease=holder_lease),
         )
-        .values(lock_owner=owner, locked_at=now, updated_at=now)
+        .values(lock_owner=owner, locked_at=now, holder_id=holder_id, updated_at=now)
         .returning(idempotency_keys.c.recovery_point, idempotency_keys.c.purchase_id)
     )).first()
     if taken is None:
@@ -171,6 +179,20 @@ async def claim(
     return ClaimResult(
         "claimed", Claim(int(row.id), owner, taken.recovery_point, taken.purchase_id, True)
     )
+
+
+def takeable(now: datetime, *, lock_timeout: float,
+             holder_lease: float | None) -> ColumnElement[bool]:
+    """SQL: an in-progress claim whose request can no longer finish on its own.
+
+    Its holder process stopped renewing its heartbeat (``holder_lease``; None: do not look
+    at holders), or the claim has not moved for ``lock_timeout`` seconds whoever holds it.
+    """
+    c = idempotency_keys.c
+    stale = or_(c.locked_at.is_(None), c.locked_at < now - timedelta(seconds=lock_timeout))
+    if holder_lease is not None:
+        stale = or_(stale, holder_dead(c.holder_id, now, holder_lease))
+    return and_(c.state == "in_progress", stale)
 
 
 def _owned(claim_: Claim) -> ColumnElement[bool]:

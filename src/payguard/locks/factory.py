@@ -40,13 +40,15 @@ def choose_backend(settings: Settings, workers: int | None = None) -> str:
 
 
 def create_lock_service(settings: Settings, database: Database, *, workers: int | None = None,
-                        redis_prefix: str | None = None) -> LockService:
-    """The lock service for this process. Close it with ``await service.close()``."""
+                        redis_prefix: str | None = None,
+                        holder_id: str | None = None) -> LockService:
+    """The lock service for this process (``holder_id``: its ``payguard.holders`` id).
+    Close it with ``await service.close()``."""
     name = choose_backend(settings, workers)
     if name == "redis":
         assert settings.redis_url is not None  # checked by choose_backend
         prefix = redis_prefix or settings.lock_redis_prefix or DEFAULT_REDIS_PREFIX
-        return LockService(RedisBackend(settings.redis_url, prefix=prefix))
+        return LockService(RedisBackend(settings.redis_url, prefix=prefix), holder_id=holder_id)
     if name == "sql":
-        return LockService(SqlBackend(database.engine))
-    return LockService(LocalBackend())
+        return LockService(SqlBackend(database.engine), holder_id=holder_id)
+    return LockService(LocalBackend(), holder_id=holder_id)

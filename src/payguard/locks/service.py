@@ -103,9 +103,12 @@ class Lease:
 class LockService:
     """The lock service of one process; ``backend`` decides how far its exclusion reaches."""
 
-    def __init__(self, backend: LockBackend) -> None:
+    def __init__(self, backend: LockBackend, *, holder_id: str | None = None) -> None:
         self._backend = backend
         self.counters = LockCounters()
+        # Owner tokens start with the holding process's id (``payguard.holders``), so a
+        # lease in the admin view or in Redis says which process holds it.
+        self.holder_id = holder_id
 
     @property
     def backend(self) -> str:
@@ -127,7 +130,8 @@ class LockService:
         if wait < 0 or math.isnan(wait):
             raise ValueError(f"wait must be >= 0 seconds, got {wait!r}")
         ttl_ms = _ttl_ms(ttl)
-        owner = secrets.token_hex(16)
+        owner = (f"{self.holder_id}:{secrets.token_hex(12)}" if self.holder_id
+                 else secrets.token_hex(16))
         started = time.monotonic()
         grant = await self._backend.acquire(key, owner, ttl_ms, wait)
         waited = time.monotonic() - started

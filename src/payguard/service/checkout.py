@@ -14,6 +14,7 @@ Concurrency strategy, per hot spot:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -85,10 +86,13 @@ async def start_checkout(ctx: AppContext, user: Principal, target: CheckoutTarge
     """Create (or return the user's existing) checkout session for ``target``."""
     assert user.user_id is not None
     lock_key = f"checkout:{user.user_id}:{target.item_key}"
-    ttl = max(30.0, ctx.settings.provider_timeout * 3)
+    # A short lease renewed while we live: a holder that dies frees the key within
+    # ``holder_lease`` seconds; one alive but stuck keeps it for the lock timeout at most.
+    ttl = ctx.settings.holder_lease
+    renewals = math.ceil(ctx.settings.idempotency_lock_timeout / (ttl / 3))
     try:
         async with ctx.locks.hold(lock_key, ttl=ttl, wait=ctx.settings.checkout_lock_wait,
-                                  auto_renew=True):
+                                  auto_renew=True, max_renewals=renewals):
             return await _checkout_locked(ctx, user, target, claim)
     except LockBackendUnavailable:
         raise

@@ -21,4 +21,5 @@ class AppContext:
     locks: Any = None  # payguard.locks.LockService
     provider: Any = None  # payguard.providers.PaymentProvider
     outbox: Any = None  # payguard.outbox.OutboxDispatcher
+    heartbeat: Any = None  # payguard.holders.Heartbeat: this process as a holder
     extras: dict[str, Any] = field(default_factory=dict)

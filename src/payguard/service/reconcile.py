@@ -45,7 +45,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 
 from payguard.clock import as_utc, utcnow
 from payguard.errors import LockTimeout, ProviderUnavailable
-from payguard.idempotency.store import reap_expired
+from payguard.idempotency.store import reap_expired, takeable
 from payguard.inbox import purge_older_than
 from payguard.providers.phonepe.schedule import next_poll_delay
 from payguard.service.checkout import ensure_session, session_payload
@@ -309,14 +309,12 @@ async def _orphan_holds(ctx: AppContext, counts: dict[str, int], _age: float) ->
 
 async def _dead_keys(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
     now = utcnow()
-    stale_before = now - timedelta(seconds=ctx.settings.idempotency_lock_timeout)
     async with ctx.db.unit_of_work(readonly=True) as uow:
         keys = (await uow.conn.execute(
             select(idempotency_keys.c.id, idempotency_keys.c.lock_owner,
                    idempotency_keys.c.path, idempotency_keys.c.purchase_id)
-            .where(idempotency_keys.c.state == "in_progress",
-                   or_(idempotency_keys.c.locked_at.is_(None),
-                       idempotency_keys.c.locked_at < stale_before))
+            .where(takeable(now, lock_timeout=ctx.settings.idempotency_lock_timeout,
+                            holder_lease=ctx.settings.holder_lease))
             .order_by(idempotency_keys.c.id).limit(BATCH)
         )).all()
     for key in keys:

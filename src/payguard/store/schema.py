@@ -32,8 +32,10 @@ __all__ = [
     "capacities",
     "entries",
     "fences",
+    "holders",
     "idempotency_keys",
     "inbox_events",
+    "lock_epochs",
     "lock_leases",
     "metadata",
     "outbox_messages",
@@ -315,6 +317,9 @@ idempotency_keys = Table(
     # Who holds the claim right now (a random token per attempt) and since when.
     Column("lock_owner", String(40)),
     Column("locked_at", TS),
+    # The process (``holders.id``) that holds the claim: when it stops renewing its
+    # heartbeat the claim is takeable at once, without waiting for the lock timeout.
+    Column("holder_id", String(40)),
     Column("recovery_point", String(40), nullable=False, server_default="started"),
     Column("purchase_id", String(40)),
     Column("status_code", Integer),
@@ -345,6 +350,30 @@ fences = Table(
     metadata,
     Column("resource", String(255), primary_key=True),
     Column("last_token", BigInteger, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+# One row per running payguard process: what holds idempotency claims and checkout locks.
+# A live process renews ``heartbeat_at`` every second or so; a row whose heartbeat is older
+# than ``PAYGUARD_HOLDER_LEASE`` belongs to a dead (or frozen) process.
+holders = Table(
+    "holders",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("pid", Integer, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("heartbeat_at", TS, nullable=False),
+)
+
+# Fencing epochs: a counter per lock backend scope that only grows and survives restarts.
+# A fencing token is (epoch << 32) | the backend's own counter, so a backend that lost its
+# counters (Redis restarted, a local backend in a new process) still hands out larger tokens.
+lock_epochs = Table(
+    "lock_epochs",
+    metadata,
+    Column("scope", String(255), primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
     Column("updated_at", TS, nullable=False),
 )
 

@@ -42,6 +42,7 @@ def upgrade() -> None:
     sa.Column('state', sa.String(length=12), nullable=False),
     sa.Column('lock_owner', sa.String(length=40), nullable=True),
     sa.Column('locked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('holder_id', sa.String(length=40), nullable=True),
     sa.Column('recovery_point', sa.String(length=40), server_default='started', nullable=False),
     sa.Column('purchase_id', sa.String(length=40), nullable=True),
     sa.Column('status_code', sa.Integer(), nullable=True),
@@ -57,6 +58,20 @@ def upgrade() -> None:
     with op.batch_alter_table('idempotency_keys', schema=None) as batch_op:
         batch_op.create_index('ix_idempotency_keys_expires', ['expires_at'], unique=False)
 
+    op.create_table('holders',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('pid', sa.Integer(), nullable=False),
+    sa.Column('host', sa.String(length=255), nullable=False),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_holders'))
+    )
+    op.create_table('lock_epochs',
+    sa.Column('scope', sa.String(length=255), nullable=False),
+    sa.Column('epoch', sa.BigInteger(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('scope', name=op.f('pk_lock_epochs'))
+    )
     op.create_table('inbox_events',
     sa.Column('provider', sa.String(length=20), nullable=False),
     sa.Column('event_id', sa.String(length=255), nullable=False),
@@ -341,6 +356,8 @@ def downgrade() -> None:
         batch_op.drop_index('ix_inbox_events_received')
 
     op.drop_table('inbox_events')
+    op.drop_table('lock_epochs')
+    op.drop_table('holders')
     with op.batch_alter_table('idempotency_keys', schema=None) as batch_op:
         batch_op.drop_index('ix_idempotency_keys_expires')
 
