@@ -13,20 +13,31 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from payguard.errors import InvalidState, ProviderUnavailable
-from payguard.idempotency import outbound_key
+from sqlalchemy import select
+
+from payguard.clock import utcnow
+from payguard.errors import InvalidState, ProviderUnavailable, RequestInProgress
+from payguard.idempotency import Claim, outbound_key
+from payguard.idempotency import store as idem
 from payguard.service.context import AppContext
 from payguard.service.lifecycle import close_pending_in, fulfil
 from payguard.service.principal import Principal
 from payguard.service.purchases import get_purchase
+from payguard.store.schema import purchases
 from payguard.store.uow import UnitOfWork
 
 __all__ = ["cancel_purchase"]
 
 log = logging.getLogger("payguard.cancel")
 
+CANCELED = "canceled"  # recovery point: the purchase was closed by this request
 
-async def cancel_purchase(ctx: AppContext, user: Principal, purchase_id: str) -> dict[str, Any]:
+
+async def cancel_purchase(ctx: AppContext, user: Principal, purchase_id: str,
+                          claim: Claim | None = None) -> dict[str, Any]:
+    """Cancel, recording the recovery point ``canceled`` on the request's idempotency claim
+    in the closing transaction: a retry of a cancel that died after closing resumes after
+    the close and answers 200, instead of finding the purchase closed and answering 409."""
     async def tx(uow: UnitOfWork) -> Any:
         view = await get_purchase(uow.conn, user, purchase_id)  # NOT_FOUND for others' ids
         closed = await close_pending_in(uow, purchase_id, "canceled",
@@ -34,10 +45,18 @@ async def cancel_purchase(ctx: AppContext, user: Principal, purchase_id: str) ->
         if closed is None:
             raise InvalidState(
                 f"purchase is {view['status']}; only pending purchases can be canceled")
+        if claim is not None and not await idem.advance(uow.conn, claim, CANCELED, utcnow(),
+                                                        purchase_id=purchase_id):
+            raise RequestInProgress("this request's claim was taken over by a retry")
         await uow.commit()
         return closed
 
-    closed = await ctx.db.run(tx)
+    if claim is not None and claim.recovery_point == CANCELED:
+        async with ctx.db.unit_of_work(readonly=True) as uow:
+            closed = (await uow.conn.execute(
+                select(purchases).where(purchases.c.id == purchase_id))).one()
+    else:
+        closed = await ctx.db.run(tx)
     if closed.provider_session_id:
         try:
             session = await ctx.provider.expire_checkout_session(

@@ -38,8 +38,8 @@ async def create_checkout_session(body: CheckoutIn, request: Request, ctx: Ctx,
 async def cancel_purchase(purchase_id: str, request: Request, ctx: Ctx, user: User) -> Response:
     request.state.purchase_id = purchase_id
 
-    async def handler(_claim: Claim | None) -> StoredResponse:
-        return json_response(await cancel.cancel_purchase(ctx, user, purchase_id))
+    async def handler(claim: Claim | None) -> StoredResponse:
+        return json_response(await cancel.cancel_purchase(ctx, user, purchase_id, claim))
 
     return await run_idempotent_phased(request, ctx, user, handler, required=False)
 
