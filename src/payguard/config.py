@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     # Seconds a request may be held inside the purchase handler; a test hook that lets the
     # crash-safety tests SIGKILL the server while requests are in flight. Never set in production.
     test_hold_seconds: float = Field(default=0.0, ge=0)
+    # Seconds a checkout waits, holding its lock, between reserving and calling the
+    # provider: lets the fencing test freeze a holder mid-checkout. Never set in production.
+    test_checkout_hold_seconds: float = Field(default=0.0, ge=0)
     workers: int = Field(default=1, ge=1)
     log_requests: bool = True
 

@@ -11,9 +11,11 @@ from payguard.locks.errors import (
     StaleFencingToken,
 )
 from payguard.locks.factory import choose_backend, create_lock_service
+from payguard.locks.fencing import Fence
 from payguard.locks.service import Lease, LockService
 
 __all__ = [
+    "Fence",
     "Lease",
     "LockBackendConfigError",
     "LockBackendUnavailable",

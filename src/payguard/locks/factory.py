@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from payguard.config import Settings
+from payguard.locks.epochs import epoch_source
 from payguard.locks.errors import LockBackendConfigError
 from payguard.locks.local import LocalBackend
 from payguard.locks.redis_backend import RedisBackend
@@ -48,7 +49,9 @@ def create_lock_service(settings: Settings, database: Database, *, workers: int 
     if name == "redis":
         assert settings.redis_url is not None  # checked by choose_backend
         prefix = redis_prefix or settings.lock_redis_prefix or DEFAULT_REDIS_PREFIX
-        return LockService(RedisBackend(settings.redis_url, prefix=prefix), holder_id=holder_id)
+        return LockService(RedisBackend(settings.redis_url, prefix=prefix,
+                                        epoch_source=epoch_source(database, f"redis:{prefix}")),
+                           holder_id=holder_id)
     if name == "sql":
         return LockService(SqlBackend(database.engine), holder_id=holder_id)
-    return LockService(LocalBackend(), holder_id=holder_id)
+    return LockService(LocalBackend(epoch_source(database, "local")), holder_id=holder_id)

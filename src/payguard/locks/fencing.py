@@ -15,6 +15,8 @@ serialised and the older token loses whichever order they arrive in.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,7 +24,7 @@ from payguard.clock import utcnow
 from payguard.locks.errors import StaleFencingToken
 from payguard.store.schema import fences
 
-__all__ = ["StaleFencingToken", "advance_fence"]
+__all__ = ["Fence", "StaleFencingToken", "advance_fence"]
 
 
 async def advance_fence(conn: AsyncConnection, resource: str, token: int) -> None:
@@ -43,3 +45,16 @@ async def advance_fence(conn: AsyncConnection, resource: str, token: int) -> Non
             f"fencing token {token} for {resource!r} is older than one already accepted",
             resource=resource, token=token,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A lease's token for one resource, carried into the transactions it protects."""
+
+    resource: str
+    token: int
+
+    async def check(self, conn: AsyncConnection) -> None:
+        """``advance_fence`` in the open transaction: raises ``StaleFencingToken`` when a
+        newer holder already wrote."""
+        await advance_fence(conn, self.resource, self.token)

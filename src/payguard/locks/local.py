@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from payguard.locks.epochs import EpochSource, compose
 from payguard.locks.types import Grant, HeldLock
 
 __all__ = ["LocalBackend"]
@@ -45,13 +46,22 @@ class LocalBackend:
     #: ``release`` has no await inside: the service can skip shielding it (a task per release).
     release_never_suspends = True
 
-    def __init__(self) -> None:
+    def __init__(self, epoch_source: EpochSource | None = None) -> None:
         self._entries: dict[str, _Entry] = {}
         self._tokens = itertools.count(1)
+        # The counter restarts with the process: tokens carry an epoch taken from the
+        # database at the first acquisition, so they still grow across restarts.
+        self._epoch_source = epoch_source
+        self._epoch: int | None = None if epoch_source else 0
 
     # -- acquisition -------------------------------------------------------------------
 
     async def acquire(self, key: str, owner: str, ttl_ms: int, wait: float) -> Grant | None:
+        if self._epoch is None:
+            assert self._epoch_source is not None
+            epoch = await self._epoch_source()
+            if self._epoch is None:  # a concurrent first acquire may have set it
+                self._epoch = epoch
         entry = self._entries.get(key)
         if entry is None:
             entry = _Entry(owner=owner, token=0, expires_at_ms=0)
@@ -89,7 +99,8 @@ class LocalBackend:
 
     def _grant(self, key: str, entry: _Entry, owner: str, ttl_ms: int) -> Grant:
         entry.owner = owner
-        entry.token = next(self._tokens)
+        assert self._epoch is not None
+        entry.token = compose(self._epoch, next(self._tokens))
         self._arm(key, entry, ttl_ms)
         return Grant(entry.token, entry.expires_at_ms, time.monotonic())
 

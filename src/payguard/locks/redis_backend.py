@@ -5,6 +5,7 @@ Keys (``prefix`` is configurable so deployments and test runs never collide)::
 
     {prefix}lock:{key}     the lease; value = owner token; expires with the lease
     {prefix}fence:{key}    the fencing counter; never expires, so tokens only grow
+    {prefix}epoch          the fencing epoch (from the database) of this Redis dataset's life
     {prefix}released       pub/sub channel; a release publishes the key
 
 Expiry times are Redis's own (``PEXPIRETIME``, Redis >= 7.0), never the client's clock.
@@ -33,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from payguard.locks.epochs import EpochSource, compose
 from payguard.locks.errors import LockBackendUnavailable
 from payguard.locks.types import Grant, HeldLock
 
@@ -43,11 +45,20 @@ log = logging.getLogger("payguard.locks")
 _SAFETY_WAKE = 1.0
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
-# KEYS: lock, fence. ARGV: owner, ttl_ms. -> {token, expires_at_ms} or {0, pttl_ms}
+# KEYS: lock, fence, epoch. ARGV: owner, ttl_ms, use_epoch.
+# -> {token, expires_at_ms, epoch} or {0, pttl_ms} or {-1, 0} (no epoch yet: Redis lost its
+# state or is new; the caller takes one from the database and tries again).
 _ACQUIRE = """
+local epoch = '0'
+if ARGV[3] == '1' then
+  epoch = redis.call('GET', KEYS[3])
+  if not epoch then
+    return {-1, 0}
+  end
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local token = redis.call('INCR', KEYS[2])
-  return {token, redis.call('PEXPIRETIME', KEYS[1])}
+  return {token, redis.call('PEXPIRETIME', KEYS[1]), epoch}
 end
 return {0, redis.call('PTTL', KEYS[1])}
 """
@@ -179,9 +190,14 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, url: str, *, prefix: str = "payguard:locks:",
-                 connect_timeout: float = 3.0, socket_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 3.0, socket_timeout: float = 5.0,
+                 epoch_source: EpochSource | None = None) -> None:
         self._where = _where(url)
         self._prefix = prefix
+        # Redis keeps its fencing counters in memory: with an epoch source, tokens are
+        # (epoch << 32) | counter, and a Redis that lost its state gets a new, larger epoch.
+        self._epoch_source = epoch_source
+        self._epoch_key = f"{prefix}epoch"
         # One quick retry covers a pooled connection that went stale. A stopped Redis
         # (connection refused) fails in milliseconds; an unreachable host within about
         # 2 x connect_timeout. The timeout is not lower because a busy event loop opening
@@ -214,12 +230,30 @@ class RedisBackend:
 
     async def try_acquire(self, key: str, owner: str, ttl_ms: int) -> tuple[Grant | None, int]:
         """One attempt: the grant, or None and the holder's remaining ms."""
-        requested_at = time.monotonic()
-        token, value = await self._call(
-            self._acquire, [self._lock_key(key), self._fence_key(key)], [owner, ttl_ms])
-        if int(token) > 0:
-            return Grant(int(token), int(value), requested_at), 0
-        return None, int(value)
+        for _ in range(3):
+            requested_at = time.monotonic()
+            result = await self._call(
+                self._acquire, [self._lock_key(key), self._fence_key(key), self._epoch_key],
+                [owner, ttl_ms, "1" if self._epoch_source else "0"])
+            token, value = int(result[0]), int(result[1])
+            if token > 0:
+                return Grant(compose(int(result[2]), token), value, requested_at), 0
+            if token == 0:
+                return None, value
+            await self._new_epoch()
+        raise self._down(RuntimeError("the fencing epoch keeps vanishing"))
+
+    async def _new_epoch(self) -> None:
+        """Redis has no epoch (new, or restarted empty): take one from the database. Only
+        the first racer's is kept (NX); all are larger than any epoch used before."""
+        assert self._epoch_source is not None
+        epoch = await self._epoch_source()
+        try:
+            if await self._client.set(self._epoch_key, epoch, nx=True):
+                log.warning("Redis lock backend at %s starts fencing epoch %d", self._where,
+                            epoch)
+        except _DOWN as exc:
+            raise self._down(exc) from exc
 
     async def acquire(self, key: str, owner: str, ttl_ms: int, wait: float) -> Grant | None:
         deadline = time.monotonic() + wait
@@ -267,18 +301,21 @@ class RedisBackend:
                      self._client.scan_iter(match=_glob_escape(lock_prefix) + "*", count=500)]
             names = sorted(names)[:1000]
             async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(self._epoch_key)
                 for name in names:
                     key = name[len(lock_prefix):]
                     pipe.get(self._fence_key(key))
                     pipe.pexpiretime(name)
-                values = await pipe.execute()
+                epoch, *values = await pipe.execute()
         except _DOWN as exc:
             raise self._down(exc) from exc
+        epoch = int(epoch or 0) if self._epoch_source else 0
         held = []
         for i, name in enumerate(names):
             token, expires_at_ms = values[2 * i], values[2 * i + 1]
             if token is not None and int(expires_at_ms) > 0:  # -2: gone since the scan
-                held.append(HeldLock(name[len(lock_prefix):], int(token), int(expires_at_ms)))
+                held.append(HeldLock(name[len(lock_prefix):], compose(epoch, int(token)),
+                                     int(expires_at_ms)))
         return held
 
     async def healthy(self) -> bool:

@@ -5,6 +5,9 @@ Concurrency strategy, per hot spot:
   ``checkout:{user}:{item}``, waited on for ``PAYGUARD_CHECKOUT_LOCK_WAIT``; a partial
   unique index (one pending purchase per user and item) backs it up in the database.
 - The last class-rep seat / stock item: the capacity counter's conditional increment.
+- A holder paused past its lease (GC, SIGSTOP, a slow provider): every phase's transaction
+  checks the lease's fencing token against the newest one recorded for the lock key, so once
+  a newer holder wrote, the paused one can record nothing (``409 PAYMENT_IN_PROGRESS``).
 - Crashes: no transaction spans the provider call. Phase 1 reserves and records the
   pending purchase (recovery point ``reserved``); the provider call uses the derived key
   ``payguard:{purchase}:create``, so repeating it returns the same session; phase 2
@@ -14,6 +17,7 @@ Concurrency strategy, per hot spot:
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,7 +38,7 @@ from payguard.errors import (
 from payguard.idempotency import Claim, outbound_key
 from payguard.idempotency import store as idem
 from payguard.ids import new_id
-from payguard.locks import LockBackendUnavailable
+from payguard.locks import Fence, LockBackendUnavailable, StaleFencingToken
 from payguard.providers import ProviderSession
 from payguard.service.context import AppContext
 from payguard.service.holds import reserve_holds
@@ -92,24 +96,32 @@ async def start_checkout(ctx: AppContext, user: Principal, target: CheckoutTarge
     renewals = math.ceil(ctx.settings.idempotency_lock_timeout / (ttl / 3))
     try:
         async with ctx.locks.hold(lock_key, ttl=ttl, wait=ctx.settings.checkout_lock_wait,
-                                  auto_renew=True, max_renewals=renewals):
-            return await _checkout_locked(ctx, user, target, claim)
+                                  auto_renew=True, max_renewals=renewals) as lease:
+            # Every phase's transaction carries the lease's token: if this process was
+            # paused past its lease and another request took over, its writes are refused.
+            fence = Fence(lock_key, lease.fencing_token)
+            return await _checkout_locked(ctx, user, target, claim, fence)
     except LockBackendUnavailable:
         raise
     except LockTimeout as exc:
         raise PaymentInProgress(
             "another request is creating a checkout for this item; retry shortly"
         ) from exc
+    except StaleFencingToken as exc:
+        raise PaymentInProgress(
+            "this request's lock lapsed and a newer request took the checkout over; retry"
+        ) from exc
 
 
 async def _checkout_locked(ctx: AppContext, user: Principal, target: CheckoutTarget,
-                           claim: Claim | None) -> tuple[int, dict[str, Any]]:
+                           claim: Claim | None, fence: Fence) -> tuple[int, dict[str, Any]]:
     now = utcnow()
     if claim is not None and claim.purchase_id:
         # A retry of a request that died mid-way: resume from its recovery point.
         row = await _load(ctx, claim.purchase_id)
         if row is not None and row.status == "pending":
-            return 201, await ensure_session(ctx, row, claim=claim, existing=False)
+            return 201, await ensure_session(ctx, row, claim=claim, existing=False,
+                                             fence=fence)
 
     async with ctx.db.unit_of_work(readonly=True) as uow:
         existing = (await uow.conn.execute(
@@ -120,17 +132,19 @@ async def _checkout_locked(ctx: AppContext, user: Principal, target: CheckoutTar
     if existing is not None:
         expires_at = as_utc(existing.expires_at)
         if expires_at is None or expires_at > now:
-            return 200, await ensure_session(ctx, existing, claim=claim, existing=True)
-        await close_pending(ctx, existing.id, "expired", reason="checkout expired")
+            return 200, await ensure_session(ctx, existing, claim=claim, existing=True,
+                                             fence=fence)
+        await close_pending(ctx, existing.id, "expired", reason="checkout expired", fence=fence)
 
-    row = await ctx.db.run(lambda uow: _reserve(uow, ctx, user, target, claim))
-    return 201, await ensure_session(ctx, row, claim=claim, existing=False)
+    row = await ctx.db.run(lambda uow: _reserve(uow, ctx, user, target, claim, fence))
+    return 201, await ensure_session(ctx, row, claim=claim, existing=False, fence=fence)
 
 
 async def _reserve(uow: UnitOfWork, ctx: AppContext, user: Principal, target: CheckoutTarget,
-                   claim: Claim | None) -> Any:
+                   claim: Claim | None, fence: Fence) -> Any:
     """Phase 1: price, reserve, number and record the pending purchase."""
     conn, settings = uow.conn, ctx.settings
+    await fence.check(conn)
     now = utcnow()
     purchase_id = new_id("pur")
     expires_at = now + timedelta(seconds=settings.checkout_expires_after)
@@ -195,14 +209,19 @@ async def _reserve(uow: UnitOfWork, ctx: AppContext, user: Principal, target: Ch
 
 
 async def ensure_session(ctx: AppContext, row: Any, *, claim: Claim | None,
-                         existing: bool, close_on_unavailable: bool = True) -> dict[str, Any]:
+                         existing: bool, close_on_unavailable: bool = True,
+                         fence: Fence | None = None) -> dict[str, Any]:
     """Phase 2 and 3: make sure the pending purchase has its provider session, recorded.
 
     Safe to repeat: the derived idempotency key makes the provider return the same
-    session for the same purchase.
+    session for the same purchase. ``fence``: the checkout lock's, refusing the record
+    (and the close on a provider failure) to a holder whose lease lapsed; the reconciler,
+    which holds no checkout lock, records without one.
     """
     if row.provider_session_id:
         return session_payload(row, existing=existing)
+    if ctx.settings.test_checkout_hold_seconds and fence is not None:
+        await asyncio.sleep(ctx.settings.test_checkout_hold_seconds)
     email = None
     async with ctx.db.unit_of_work(readonly=True) as uow:
         email = await uow.conn.scalar(select(users.c.email).where(users.c.id == row.user_id))
@@ -221,11 +240,14 @@ async def ensure_session(ctx: AppContext, row: Any, *, claim: Claim | None,
         # Nothing may stay reserved for a checkout the user never got. (The reconciler
         # passes close_on_unavailable=False: it retries on its own backoff instead.)
         if close_on_unavailable:
-            await close_pending(ctx, row.id, "failed", reason="payment provider unavailable")
+            await close_pending(ctx, row.id, "failed", reason="payment provider unavailable",
+                                fence=fence)
         raise
 
     async def record(uow: UnitOfWork) -> Any:
         now = utcnow()
+        if fence is not None:
+            await fence.check(uow.conn)
         await uow.conn.execute(
             update(purchases)
             .where(purchases.c.id == row.id, purchases.c.provider_session_id.is_(None))

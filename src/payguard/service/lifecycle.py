@@ -22,6 +22,7 @@ from payguard.errors import (
     ProviderUnavailable,
 )
 from payguard.idempotency import outbound_key
+from payguard.locks.fencing import Fence
 from payguard.outbox import confirmation_email, enqueue
 from payguard.providers import ProviderSession
 from payguard.service.context import AppContext
@@ -71,8 +72,12 @@ async def close_pending_in(uow: UnitOfWork, purchase_id: str, status: str, *,
 
 
 async def close_pending(ctx: AppContext, purchase_id: str, status: str, *,
-                        reason: str | None = None) -> bool:
+                        reason: str | None = None, fence: Fence | None = None) -> bool:
+    """``close_pending_in`` in its own transaction; under ``fence`` when a lock holder
+    closes (a holder whose lease lapsed is refused with ``StaleFencingToken``)."""
     async def tx(uow: UnitOfWork) -> bool:
+        if fence is not None:
+            await fence.check(uow.conn)
         row = await close_pending_in(uow, purchase_id, status, reason=reason)
         await uow.commit()
         return row is not None
