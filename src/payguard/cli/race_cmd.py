@@ -57,6 +57,20 @@ def race(
         help="With --failover-after: synchronous_commit of the primary and the instances "
              "(on, remote_apply; 'off' on purpose shows the check catching lost writes).")]
     = "on",
+    restart_redis_every: Annotated[float | None, typer.Option(
+        min=0.5, help="With --spawn: run the locks on a Redis the harness starts, and "
+                      "SIGKILL/restart it every N seconds (all its state lost).")] = None,
+    terminate_pg_every: Annotated[float | None, typer.Option(
+        min=0.5, help="With --spawn and PostgreSQL: pg_terminate_backend every connection of "
+                      "the service's database every N seconds.")] = None,
+    provider_timeout_every: Annotated[float | None, typer.Option(
+        min=0.5, help="With --spawn: every N seconds the provider answers after payguard's "
+                      "provider timeout, for one second.")] = None,
+    retry_for: Annotated[float, typer.Option(
+        min=1, help="Seconds one request keeps retrying before it counts as unfinished.")]
+    = 120.0,
+    converge_within: Annotated[float, typer.Option(
+        min=1, help="Seconds to wait after each storm for nothing to be in flight.")] = 60.0,
     provider_failure_rate: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="With --spawn: simulator failure rate.")] = 0.0,
     duplicate_deliveries: Annotated[int, typer.Option(
@@ -76,27 +90,31 @@ def race(
         raise typer.BadParameter("--url needs --admin-token (or PAYGUARD_ADMIN_TOKEN)")
     if provider not in ("stripe", "phonepe"):
         raise typer.BadParameter("--provider must be stripe or phonepe")
-    if kill_every and not spawn:
-        raise typer.BadParameter("--kill-every needs --spawn: the harness must own the processes")
     if failover_after is not None and (not spawn or database_url):
         raise typer.BadParameter("--failover-after needs --spawn and no --database-url: the "
                                  "harness builds its own primary and standby")
     if synchronous_commit not in ("on", "remote_apply", "remote_write", "local", "off"):
         raise typer.BadParameter("--synchronous-commit: on, remote_apply, remote_write, "
                                  "local or off")
+    # One entry per fault of payguard.race.faults.FAULTS (checked there, with the config).
+    faults = {name: every for name, every in (
+        ("kill", kill_every), ("restart-redis", restart_redis_every),
+        ("terminate-pg", terminate_pg_every), ("provider-timeout", provider_timeout_every),
+    ) if every}
     config = RaceConfig(
         scenarios=list(scenarios or []), url=url, admin_token=admin_token, spawn=spawn,
         instances=instances, database_url=database_url,
         redis_url=os.environ.get("PAYGUARD_REDIS_URL") or None, concurrency=concurrency,
         requests=requests, json_path=json_path, webhook_secret=webhook_secret,
-        sim_url=sim_url, provider=provider, kill_every=kill_every,
+        sim_url=sim_url, provider=provider, faults=faults,
         failover_after=failover_after, failover_lag=failover_lag,
         synchronous_commit=synchronous_commit,
         provider_failure_rate=provider_failure_rate,
+        retry_for=retry_for, converge_within=converge_within,
         duplicate_deliveries=duplicate_deliveries, seed=seed, progress=progress,
     )
     # Piped output (CI logs, README) gets a readable width instead of 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = Console(width=None if sys.stdout.isatty() else 130)
     try:
         report = run_race(config)
     except (ValueError, SpawnFailed) as exc:

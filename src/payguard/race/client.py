@@ -1,11 +1,14 @@
 """The harness's HTTP client: a pooled httpx client per instance, retries, outcome recording.
 
-Retry rules follow API.md so that a retry can never apply anything twice:
-- no answer (connection refused/reset, instance killed): same ``Idempotency-Key``;
-- ``503`` (lock timeout, provider down; the key was released): same key;
-- ``409 REQUEST_IN_PROGRESS``: same key, the stored answer will come;
-- ``409 PAYMENT_IN_PROGRESS``: a *new* key, because that 409 was stored under the old one
-  and would be replayed forever; the server dedupes the checkout by user and item anyway.
+It retries like a well-behaved client of API.md, so that a retry can never apply anything
+twice and every request gets a final answer if the service recovers:
+- no answer (connection refused/reset, instance killed): the same ``Idempotency-Key``;
+- a 5xx (lock timeout, provider down, database dropped; the key was released): same key;
+- ``409 REQUEST_IN_PROGRESS`` / ``409 PAYMENT_IN_PROGRESS``: same key (neither is stored:
+  the retry runs again once the holder finished or was found dead);
+- waiting ``Retry-After`` seconds when the answer carries it, else a jittered back-off;
+- for at most ``retry_for`` seconds per request: then the request is recorded with its last
+  answer, and counts as unfinished (a liveness failure).
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ from typing import Any
 import httpx
 
 from payguard.race.durability import Ack
-from payguard.race.types import Sample
+from payguard.race.types import Sample, is_transient
 
 __all__ = ["EndpointMissing", "RaceClient", "Recorder", "Reply", "new_key"]
 
-_SAME_KEY_CODES = frozenset({"REQUEST_IN_PROGRESS"})
-_NEW_KEY_CODES = frozenset({"PAYMENT_IN_PROGRESS"})
 _MAX_BACKOFF = 0.5
+_MAX_RETRY_AFTER = 5.0  # never sleep longer than this on one Retry-After
 
 
 def new_key() -> str:
@@ -54,6 +56,7 @@ class Reply:
     latency: float
     attempts: int
     error: str = ""  # transport error of the last attempt when status == 0
+    ended_at: float = 0.0  # time.monotonic() of the final answer
 
     @property
     def body(self) -> Any:
@@ -83,7 +86,8 @@ class Recorder:
         self.on_sample = on_sample
 
     def add(self, op: str, reply: Reply) -> None:
-        self.samples.append(Sample(op, reply.status, reply.code, reply.latency, reply.attempts))
+        self.samples.append(Sample(op, reply.status, reply.code, reply.latency, reply.attempts,
+                                   reply.ended_at))
         if self.on_sample is not None:
             self.on_sample()
 
@@ -102,8 +106,7 @@ class RaceClient:
         *,
         concurrency: int = 50,
         timeout: float = 30.0,
-        retry_for: float = 15.0,
-        max_status_retries: int = 20,
+        retry_for: float = 120.0,
         record_acks: bool = False,
     ) -> None:
         if not base_urls:
@@ -111,7 +114,6 @@ class RaceClient:
         self.base_urls = [u.rstrip("/") for u in base_urls]
         self.admin_token = admin_token
         self.retry_for = retry_for
-        self.max_status_retries = max_status_retries
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._clients = [
             httpx.AsyncClient(base_url=u, limits=limits, timeout=timeout) for u in self.base_urls
@@ -189,7 +191,7 @@ class RaceClient:
             hdrs.setdefault("Content-Type", "application/json")
         start = time.perf_counter()
         deadline = start + self.retry_for
-        attempts = status_retries = 0
+        attempts = 0
         async with self._gate:
             while True:
                 attempts += 1
@@ -199,21 +201,19 @@ class RaceClient:
                 try:
                     resp = await client.request(method, path, content=content, headers=hdrs)
                 except httpx.TransportError as exc:
-                    if retry and time.perf_counter() < deadline:
-                        await asyncio.sleep(_backoff(attempts))
-                        continue
                     reply = Reply(0, b"", httpx.Headers(), time.perf_counter() - start,
-                                  attempts, error=f"{type(exc).__name__}: {exc}")
+                                  attempts, error=f"{type(exc).__name__}: {exc}",
+                                  ended_at=time.monotonic())
+                else:
+                    reply = Reply(resp.status_code, resp.content, resp.headers,
+                                  time.perf_counter() - start, attempts,
+                                  ended_at=time.monotonic())
+                if not (retry and is_transient(reply.status, reply.code)):
                     break
-                reply = Reply(resp.status_code, resp.content, resp.headers,
-                              time.perf_counter() - start, attempts)
-                if retry and status_retries < self.max_status_retries and _retryable(reply):
-                    status_retries += 1
-                    if reply.code in _NEW_KEY_CODES and key is not None:
-                        key = new_key()
-                    await asyncio.sleep(_backoff(status_retries))
-                    continue
-                break
+                pause = _pause(reply, attempts)
+                if time.perf_counter() + pause >= deadline:
+                    break
+                await asyncio.sleep(pause)
         if reply.status in (404, 405) and _route_missing(reply):
             raise EndpointMissing(method, path, reply.status)
         if (self.acks is not None and 200 <= reply.status < 300 and method.upper() == "POST"
@@ -225,10 +225,16 @@ class RaceClient:
         return reply
 
 
-def _retryable(reply: Reply) -> bool:
-    if reply.status == 503:
-        return True
-    return reply.status == 409 and reply.code in (_SAME_KEY_CODES | _NEW_KEY_CODES)
+def _pause(reply: Reply, attempt: int) -> float:
+    """``Retry-After`` when the server sent one (capped), else a jittered back-off."""
+    try:
+        after = float(reply.headers.get("Retry-After", ""))
+    except ValueError:
+        after = 0.0
+    if after > 0:
+        # Jittered too, so that a burst told "1 s" does not come back as one burst.
+        return min(_MAX_RETRY_AFTER, after) * random.uniform(0.5, 1.0)
+    return _backoff(attempt)
 
 
 def _backoff(attempt: int) -> float:

@@ -23,7 +23,7 @@ from types import TracebackType
 
 import httpx
 
-__all__ = ["Cluster", "SpawnFailed", "free_port"]
+__all__ = ["Cluster", "RedisServer", "SpawnFailed", "free_port"]
 
 HEALTH_TIMEOUT = 60.0
 
@@ -92,6 +92,7 @@ class Cluster:
         self.redis_url = redis_url
         self.python = python
         self.admin_token = "pgadm_race_" + secrets.token_urlsafe(16)
+        self.redis_prefix = f"payguard:race:{secrets.token_hex(6)}:"
         self.webhook_secret = "whsec_race_" + secrets.token_urlsafe(16)
         self._tmp = Path(tempfile.mkdtemp(prefix="payguard-race-"))
         self._failure_rate = provider_failure_rate
@@ -137,6 +138,8 @@ class Cluster:
             env["PAYGUARD_DATABASE_URL"] = self.database_url
         if self.redis_url:
             env["PAYGUARD_REDIS_URL"] = self.redis_url
+            # A Redis may be shared (by other runs, other deployments): keys of its own.
+            env["PAYGUARD_LOCK_REDIS_PREFIX"] = self.redis_prefix
         if self.provider == "phonepe":
             env.update(PAYGUARD_SIMULATED_PROVIDER="phonepe", PAYGUARD_CURRENCY="INR")
         env.update(self._extra)
@@ -147,7 +150,10 @@ class Cluster:
         webhook_url = f"http://127.0.0.1:{ports[0]}/api/webhooks/{self.provider}"
         sim_port = free_port() if self.instances > 1 else None
         for i, port in enumerate(ports):
-            env = self._env(self._tmp / f"instance-{i}", f"http://127.0.0.1:{port}")
+            # One public URL for all, as behind a load balancer: it is part of what a checkout
+            # sends the provider (return URLs), and an instance resuming another's checkout
+            # must send the very same request under the purchase's derived key.
+            env = self._env(self._tmp / f"instance-{i}", f"http://127.0.0.1:{ports[0]}")
             env["PAYGUARD_SIM_WEBHOOK_URL"] = webhook_url
             env["PAYGUARD_SIM_PHONEPE_CALLBACK_URL"] = webhook_url
             if sim_port is not None:
@@ -252,6 +258,11 @@ class Cluster:
             _LIVE.discard(proc.popen)
         shutil.rmtree(self._tmp, ignore_errors=True)
 
+    def pid(self, index: int) -> int:
+        popen = self.servers[index].popen
+        assert popen is not None
+        return popen.pid
+
     def logs(self) -> str:
         procs = self.servers + ([self.sim] if self.sim else [])
         return "\n".join(f"--- {p.name} ---\n{self._tail(p)}" for p in procs)
@@ -268,4 +279,74 @@ class Cluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await asyncio.shield(self.stop())
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` the harness owns: no persistence, a free port, a temp
+    dir. ``restart`` SIGKILLs it and starts it again on the same port, with nothing kept."""
+
+    def __init__(self, binary: str = "redis-server") -> None:
+        found = shutil.which(binary)
+        if found is None:
+            raise SpawnFailed(f"{binary} not found on PATH (needed for --restart-redis-every)")
+        self.binary = found
+        self.port = free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="payguard-race-redis-"))
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        with (self._dir / "redis.log").open("ab") as log:
+            popen = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self._dir)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        _LIVE.add(popen)
+        return popen
+
+    async def start(self) -> None:
+        self.popen = self._launch()
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise SpawnFailed(f"redis-server exited with {self.popen.returncode}")
+            try:
+                _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+        raise SpawnFailed("redis-server did not start listening")
+
+    async def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(self.popen.wait)
+            _LIVE.discard(self.popen)
+
+    async def restart(self) -> None:
+        await self.kill()
+        self.restarts += 1
+        await self.start()
+
+    async def stop(self) -> None:
+        await self.kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    async def __aenter__(self) -> RedisServer:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         await asyncio.shield(self.stop())

@@ -8,12 +8,17 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "TRANSIENT_CODES",
+    "FaultEvent",
     "Invariant",
+    "Liveness",
     "RaceConfig",
     "RaceReport",
     "Sample",
     "ScenarioResult",
     "ScenarioStatus",
+    "is_transient",
+    "recovery_summary",
 ]
 
 
@@ -43,6 +48,9 @@ class RaceConfig:
     #: The payment provider the (spawned or given) service checks out through: ``stripe``
     #: or ``phonepe`` (spawned servers then run the PhonePe simulator, in INR).
     provider: str = "stripe"
+    #: Faults injected while the scenarios run: fault name -> seconds between injections
+    #: (``payguard.race.faults.FAULTS`` declares the names). ``kill_every`` is ``"kill"``.
+    faults: dict[str, float] = field(default_factory=dict)
     kill_every: float | None = None
     #: With ``spawn``: build a PostgreSQL primary + synchronous standby, kill the primary
     #: this many seconds into the run, promote the standby (``payguard.race.failover``).
@@ -59,6 +67,16 @@ class RaceConfig:
     seed: int | None = None
     # Extra environment for spawned servers (tests use it for PAYGUARD_* knobs).
     server_env: dict[str, str] = field(default_factory=dict)
+    #: Seconds one logical request keeps retrying (connection errors, 5xx, transient 409s)
+    #: before the harness records it as unfinished: a liveness failure.
+    retry_for: float = 60.0
+    #: Seconds to wait after a scenario's storm for the service to converge (no key in
+    #: progress, no lock held, no checkout without its session) before checking final state.
+    converge_within: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.kill_every:
+            self.faults.setdefault("kill", self.kill_every)
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,21 @@ class Sample:
     code: str | None
     latency: float  # seconds, first attempt to final answer
     attempts: int = 1
+    #: ``time.monotonic()`` of the final answer (liveness: time since the last fault).
+    ended_at: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        """A final answer: not a "try again" (no answer, 5xx, a transient 409)."""
+        return not is_transient(self.status, self.code)
+
+
+#: Answers that only say "try again": a request ending on one of them never finished.
+TRANSIENT_CODES = frozenset({"REQUEST_IN_PROGRESS", "PAYMENT_IN_PROGRESS"})
+
+
+def is_transient(status: int, code: str | None) -> bool:
+    return status == 0 or status >= 500 or (status == 409 and code in TRANSIENT_CODES)
 
 
 @dataclass(frozen=True)
@@ -77,6 +110,35 @@ class Invariant:
     name: str
     held: bool
     evidence: str
+    #: ``safety``: nothing wrong ever happened (money, seats, receipts, sessions);
+    #: ``liveness``: everything finished, within the reported time.
+    kind: str = "safety"
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """One injected fault: what, when (seconds since the run started), healed when."""
+
+    fault: str
+    at: float
+    healed_at: float
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.detail} at {self.at:.1f}s, healed after {self.healed_at - self.at:.1f}s"
+
+
+@dataclass
+class Liveness:
+    """How a scenario converged after its faults."""
+
+    unfinished: int = 0  # requests that never got a final answer
+    converged: bool = True  # the service reached a quiet state after the storm
+    converge_detail: str = ""
+    #: Seconds from the last fault before each fault-affected request's final answer.
+    recovery: list[float] = field(default_factory=list)
+    #: Seconds from the last fault of the scenario to the service's convergence.
+    settle: float | None = None
 
 
 class ScenarioStatus(enum.StrEnum):
@@ -96,10 +158,19 @@ class ScenarioResult:
     reason: str = ""  # why skipped / errored
     #: Receipt numbers observed while firing (``mixed`` checks them across scenarios).
     receipts: list[str] = field(default_factory=list)
+    liveness: Liveness = field(default_factory=Liveness)
 
     @property
     def broken(self) -> list[Invariant]:
         return [inv for inv in self.invariants if not inv.held]
+
+    @property
+    def safety_held(self) -> bool:
+        return all(i.held for i in self.invariants if i.kind == "safety")
+
+    @property
+    def liveness_held(self) -> bool:
+        return all(i.held for i in self.invariants if i.kind == "liveness")
 
     def to_dict(self) -> dict[str, Any]:
         from payguard.race.stats import summarize
@@ -109,8 +180,16 @@ class ScenarioResult:
             "status": self.status.value,
             "reason": self.reason,
             "invariants": [
-                {"name": i.name, "held": i.held, "evidence": i.evidence} for i in self.invariants
+                {"name": i.name, "held": i.held, "evidence": i.evidence, "kind": i.kind}
+                for i in self.invariants
             ],
+            "safety": self.safety_held,
+            "liveness": {
+                "held": self.liveness_held, "unfinished": self.liveness.unfinished,
+                "converged": self.liveness.converged, "detail": self.liveness.converge_detail,
+                "recovery_s": recovery_summary(self.liveness.recovery),
+                "settle_s": self.liveness.settle,
+            },
             "stats": summarize(self.samples, self.duration).to_dict(),
         }
 
@@ -119,12 +198,22 @@ class ScenarioResult:
 class RaceReport:
     target: str
     results: list[ScenarioResult] = field(default_factory=list)
-    faults: list[str] = field(default_factory=list)  # e.g. "killed instance 1 at 2.3s"
+    faults: list[FaultEvent] = field(default_factory=list)
+    fault_errors: list[str] = field(default_factory=list)  # injections that failed
+    notes: list[str] = field(default_factory=list)  # e.g. the failover's timeline
+
+    def recovery(self) -> list[float]:
+        """Every fault-affected request's time from the last fault to its final answer."""
+        return [t for r in self.results for t in r.liveness.recovery]
+
+    def settles(self) -> list[float]:
+        """Per scenario: time from the last fault to the service's convergence."""
+        return [r.liveness.settle for r in self.results if r.liveness.settle is not None]
 
     @property
     def ok(self) -> bool:
         """No invariant broke and no scenario errored (skips are not failures)."""
-        return all(
+        return not self.fault_errors and all(
             r.status in (ScenarioStatus.PASSED, ScenarioStatus.SKIPPED) for r in self.results
         )
 
@@ -136,6 +225,20 @@ class RaceReport:
         return {
             "target": self.target,
             "ok": self.ok,
-            "faults": self.faults,
+            "faults": [str(f) for f in self.faults],
+            "fault_errors": self.fault_errors,
+            "notes": self.notes,
+            "recovery_s": recovery_summary(self.recovery()),
+            "settle_s": recovery_summary(self.settles()),
             "scenarios": [r.to_dict() for r in self.results],
         }
+
+
+def recovery_summary(values: list[float]) -> dict[str, float] | None:
+    """max and p99 (nearest rank) of recovery times, in seconds; None without any."""
+    if not values:
+        return None
+    from payguard.race.stats import percentile
+
+    return {"max": round(max(values), 2), "p99": round(percentile(values, 99), 2),
+            "n": len(values)}

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from payguard.api.deps import Admin, Ctx, json_response, run_idempotent_phased
 from payguard.idempotency import Claim, StoredResponse
 from payguard.metrics import CONTENT_TYPE_LATEST
+from payguard.service.inflight import in_flight
 from payguard.service.reconcile import list_stuck, reconcile
 
 __all__ = ["router"]
@@ -36,6 +37,12 @@ async def run_reconcile(request: Request, ctx: Ctx, admin: Admin,
 
     # Idempotency-Key is optional here, as on every POST outside the money-moving ones.
     return await run_idempotent_phased(request, ctx, admin, handler, required=False)
+
+
+@router.get("/api/admin/in-flight")
+async def work_in_flight(ctx: Ctx, _admin: Admin) -> dict[str, Any]:
+    """Keys in progress, leases held, checkouts without their session; ``quiet`` when none."""
+    return await in_flight(ctx)
 
 
 @router.get("/api/admin/locks")

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -101,6 +102,15 @@ class Simulator:
         self.store = SimStore(options.db_path)
         self.deliverer = Deliverer(self.store, options.webhook)
         self._rng = random.Random()
+        # Fault injection (``payguard race --provider-timeout-every``): until ``_stall_until``
+        # (monotonic) every API call first sleeps ``_stall_seconds``, then still executes,
+        # like a provider that answers after the caller gave up.
+        self._stall_until = 0.0
+        self._stall_seconds = 0.0
+
+    def stall(self, seconds: float, window: float) -> None:
+        self._stall_seconds = seconds
+        self._stall_until = time.monotonic() + window
 
     async def aclose(self) -> None:
         await self.deliverer.aclose()
@@ -125,6 +135,8 @@ class Simulator:
             self._authorize(request)
             if self.options.latency_ms:
                 await asyncio.sleep(self.options.latency_ms / 1000)
+            if time.monotonic() < self._stall_until:
+                await asyncio.sleep(self._stall_seconds)
             # Injected failures happen "before the API executes" and are never stored
             # under the idempotency key, so a retry with the same key can succeed.
             if self._rng.random() < self.options.failure_rate:
@@ -311,6 +323,19 @@ def create_simulator_app(settings: Settings, options: SimulatorOptions | None = 
     app.state.simulator = sim
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+
+    @app.post("/_faults/stall")
+    async def stall(request: Request) -> Response:
+        """Fault injection: API calls of the next ``window`` seconds answer ``seconds`` late."""
+        try:
+            sim._authorize(request)
+            body = json.loads(await request.body() or b"{}")
+            sim.stall(float(body.get("seconds", 0)), float(body.get("window", 0)))
+        except StripeApiError as exc:
+            return _error(exc)
+        except (ValueError, TypeError, AttributeError) as exc:
+            return _error(invalid(f"bad stall request: {exc}"))
+        return Response(b'{"ok":true}', media_type="application/json")
 
     @app.post("/v1/checkout/sessions")
     async def create_session(request: Request) -> Response:

@@ -77,7 +77,8 @@ class Mixed(Scenario):
         receipts: list[str] = []
         for part in self.parts:
             for inv in await part.verify():
-                invariants.append(Invariant(f"{part.name}: {inv.name}", inv.held, inv.evidence))
+                invariants.append(Invariant(f"{part.name}: {inv.name}", inv.held, inv.evidence,
+                                            inv.kind))
             receipts.extend(part.receipts)
         # Every receipt issued while the parts raced was seen in some response, so together
         # they must form one gapless run.
@@ -88,6 +89,6 @@ class Mixed(Scenario):
 
     def samples(self) -> list[Sample]:
         return [
-            Sample(f"{name}.{s.op}", s.status, s.code, s.latency, s.attempts)
+            Sample(f"{name}.{s.op}", s.status, s.code, s.latency, s.attempts, s.ended_at)
             for name, rec in self.recorders.items() for s in rec.samples
         ]
