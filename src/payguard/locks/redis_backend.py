@@ -223,10 +223,16 @@ class RedisBackend:
         return LockBackendUnavailable(f"Redis lock backend at {self._where} is unavailable: {exc}")
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except _DOWN as exc:
-            raise self._down(exc) from exc
+        # Once more after a short pause: after a Redis restart every pooled connection is
+        # dead, and the client's own retry can meet a second one.
+        for attempt in (1, 2):
+            try:
+                return await script(keys=keys, args=args)
+            except _DOWN as exc:
+                if attempt == 2:
+                    raise self._down(exc) from exc
+                await asyncio.sleep(0.05)
+        raise AssertionError("unreachable")
 
     async def try_acquire(self, key: str, owner: str, ttl_ms: int) -> tuple[Grant | None, int]:
         """One attempt: the grant, or None and the holder's remaining ms."""
