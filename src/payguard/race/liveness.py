@@ -74,7 +74,7 @@ async def wait_for_convergence(client: RaceClient, within: float) -> Convergence
 def recovery_times(samples: list[Sample], schedule: FaultSchedule | None) -> list[float]:
     """For every finished request whose lifetime saw a fault injected: seconds from the last
     such fault to its final answer."""
-    if not schedule:
+    if schedule is None or not schedule.events:
         return []
     out: list[float] = []
     for s in samples:
