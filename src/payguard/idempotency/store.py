@@ -225,8 +225,19 @@ async def advance(conn: AsyncConnection, claim_: Claim, recovery_point: str, now
 
 
 async def release(conn: AsyncConnection, claim_: Claim) -> bool:
-    """Forget the key (a 5xx): the client may retry it as new."""
-    result = await conn.execute(delete(idempotency_keys).where(_owned(claim_)))
+    """Give the key back (a 5xx, a transient 409): the client's retry runs it again.
+
+    Without recorded progress the key is forgotten (the retry is a new request). With
+    progress (a phase committed a recovery point: a reserved purchase, a close), only the
+    claim is let go, so the retry takes it over at once and resumes from that point instead
+    of starting a second purchase beside the first.
+    """
+    forgotten = await conn.execute(delete(idempotency_keys).where(
+        _owned(claim_), idempotency_keys.c.recovery_point == "started"))
+    if forgotten.rowcount == 1:
+        return True
+    result = await conn.execute(update(idempotency_keys).where(_owned(claim_)).values(
+        lock_owner=None, locked_at=None, holder_id=None))
     return result.rowcount == 1
 
 

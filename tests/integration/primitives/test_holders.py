@@ -94,3 +94,31 @@ async def test_the_heartbeat_registers_renews_and_retires(database: Database) ->
     assert (await _claim(database, utcnow(), "hld_other")).kind == "in_progress"
     await beat.stop()
     assert (await _claim(database, utcnow(), "hld_other")).kind == "claimed"
+
+
+async def test_a_released_claim_keeps_its_recovery_point_for_the_retry(
+        database: Database) -> None:
+    t0 = utcnow()
+    first = await _claim(database, t0, "hld_a")
+    assert first.claim is not None
+
+    async def progress_then_release(uow: UnitOfWork) -> None:
+        assert first.claim is not None
+        assert await store.advance(uow.conn, first.claim, "reserved", t0, purchase_id="pur_1")
+        assert await store.release(uow.conn, first.claim)
+        await uow.commit()
+
+    await database.run(progress_then_release)
+    # The retry (any process, at once) resumes from the reserved purchase, not from scratch.
+    retry = await _claim(database, t0 + timedelta(seconds=0.1), "hld_b")
+    assert retry.kind == "claimed" and retry.claim is not None
+    assert (retry.claim.recovery_point, retry.claim.purchase_id) == ("reserved", "pur_1")
+
+    async def release_fresh(uow: UnitOfWork) -> None:
+        assert retry.claim is not None
+        assert await store.release(uow.conn, retry.claim)
+        await uow.commit()
+
+    await database.run(release_fresh)
+    again = await _claim(database, t0 + timedelta(seconds=0.2), "hld_c")
+    assert again.claim is not None and again.claim.recovered
