@@ -69,7 +69,7 @@ class RaceConfig:
     server_env: dict[str, str] = field(default_factory=dict)
     #: Seconds one logical request keeps retrying (connection errors, 5xx, transient 409s)
     #: before the harness records it as unfinished: a liveness failure.
-    retry_for: float = 60.0
+    retry_for: float = 120.0
     #: Seconds to wait after a scenario's storm for the service to converge (no key in
     #: progress, no lock held, no checkout without its session) before checking final state.
     converge_within: float = 60.0
