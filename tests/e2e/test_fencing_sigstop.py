@@ -93,10 +93,12 @@ async def test_a_frozen_holder_cannot_record_after_another_took_over(
         assert stale.status_code == 409, stale.text
         assert stale.json()["code"] == "PAYMENT_IN_PROGRESS"
         assert "lapsed" in stale.json()["detail"]
-        # Its retry (same key) answers with the one session.
+        # Its retry (same key) resumes from its recovery point (it reserved the purchase,
+        # so it is the request that created it: 201) and answers with the one session.
         retried = await _until_final(client, f"{a}/api/checkout/sessions", user["token"],
                                      body, "k-frozen")
-        assert retried.status_code == 200 and retried.json()["session_id"] == session_id
+        assert retried.status_code == 201, retried.text
+        assert retried.json()["session_id"] == session_id
 
         # One session at the provider for the purchase: both holders used its derived key.
         with sqlite3.connect(cluster._tmp / "sim" / "simulator.db") as conn:
