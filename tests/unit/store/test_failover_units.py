@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from payguard.config import to_async_url
 from payguard.errors import CommitOutcomeUnknown, DatabaseUnavailable
-from payguard.race.durability import _objects
+from payguard.race.durability import _objects, _same_answer
 from payguard.store.availability import is_unavailable
 
 
@@ -107,3 +107,11 @@ def test_an_answer_names_its_objects() -> None:
     assert list(_objects(session)) == [("pur", "pur_2", None)]
     assert list(_objects([{"id": "usr_9", "token": "t"}, {"id": "cs_x"}])) == [
         ("usr", "usr_9", None)]
+
+
+def test_a_stored_answer_may_lack_only_the_token_shown_once() -> None:
+    first = b'{"id":"usr_1","email":"a@b.c","name":null,"token":"pgu_secret"}'
+    assert _same_answer(first, first)
+    assert _same_answer(b'{"id":"usr_1","email":"a@b.c","name":null}', first)
+    assert not _same_answer(b'{"id":"usr_2","email":"a@b.c","name":null}', first)
+    assert not _same_answer(b'{"balance":5}', b'{"balance":6}')
