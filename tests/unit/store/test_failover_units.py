@@ -109,9 +109,12 @@ def test_an_answer_names_its_objects() -> None:
         ("usr", "usr_9", None)]
 
 
-def test_a_stored_answer_may_lack_only_the_token_shown_once() -> None:
-    first = b'{"id":"usr_1","email":"a@b.c","name":null,"token":"pgu_secret"}'
+def test_a_stored_answer_may_differ_only_by_the_secret_shown_once() -> None:
+    first = b'{"id":"usr_1","token":"pgu_secret","token_already_shown":false}'
+    kept = b'{"id":"usr_1","token":null,"token_already_shown":true}'
     assert _same_answer(first, first)
-    assert _same_answer(b'{"id":"usr_1","email":"a@b.c","name":null}', first)
-    assert not _same_answer(b'{"id":"usr_2","email":"a@b.c","name":null}', first)
+    assert _same_answer(kept, first)
+    assert not _same_answer(b'{"id":"usr_2","token":null,"token_already_shown":true}', first)
+    assert not _same_answer(b'{"id":"usr_1","token":"other","token_already_shown":true}',
+                            first)
     assert not _same_answer(b'{"balance":5}', b'{"balance":6}')
