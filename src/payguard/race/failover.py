@@ -21,6 +21,7 @@ import asyncio
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from payguard.race.client import RaceClient, new_key
@@ -78,8 +79,10 @@ class FailoverTimings:
 
 
 async def run_failover(pair: PgFailoverPair, client: RaceClient, *, after: float,
-                       lag: float, timings: FailoverTimings, give_up: float = 120.0) -> None:
-    """The fault itself; records into ``timings`` (also when cancelled half-way)."""
+                       lag: float, timings: FailoverTimings, give_up: float = 120.0,
+                       healed: Callable[[FailoverTimings], None] | None = None) -> None:
+    """The fault itself; records into ``timings`` (also when cancelled half-way) and calls
+    ``healed`` once a write succeeded after the promotion (the fault log's entry)."""
     await asyncio.sleep(after)
     timings.begun = True
     try:
@@ -91,6 +94,8 @@ async def run_failover(pair: PgFailoverPair, client: RaceClient, *, after: float
         probe = asyncio.create_task(_first_write(client, timings.killed + give_up))
         timings.promoted = await pair.promote()
         timings.first_write = await probe
+        if healed is not None and timings.first_write is not None:
+            healed(timings)
     except Exception as exc:
         timings.error = f"{type(exc).__name__}: {exc}"
 

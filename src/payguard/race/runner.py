@@ -22,6 +22,7 @@ from payguard.race.progress import Progress
 from payguard.race.scenarios import ORDER, REGISTRY, Context, Scenario
 from payguard.race.spawner import Cluster, RedisServer
 from payguard.race.types import (
+    FaultEvent,
     Invariant,
     Liveness,
     RaceConfig,
@@ -153,9 +154,16 @@ async def run_race_async(config: RaceConfig) -> RaceReport:
         failover = None
         timings = FailoverTimings(started=time.monotonic())
         if target.pair is not None and config.failover_after is not None:
+            def healed(t: FailoverTimings) -> None:
+                # Into the fault log, so liveness measures recovery from the failover too.
+                assert t.killed is not None and t.first_write is not None
+                schedule.events.append(FaultEvent(
+                    "failover", t.killed - schedule.started, t.first_write - schedule.started,
+                    "SIGKILLed the PostgreSQL primary, promoted the standby"))
+
             failover = asyncio.create_task(run_failover(
                 target.pair, client, after=config.failover_after,
-                lag=config.failover_lag, timings=timings))
+                lag=config.failover_lag, timings=timings, healed=healed))
         try:
             with Progress(enabled=config.progress) as progress:
                 for name in names:
