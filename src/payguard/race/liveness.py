@@ -66,8 +66,9 @@ async def wait_for_convergence(client: RaceClient, within: float) -> Convergence
         if now - last_reconcile >= (_RECONCILE_EVERY if reconciles else _RECONCILE_AFTER):
             last_reconcile = now
             reconciles += 1
-            await client.request("POST", "/api/admin/reconcile?older_than=0", key=new_key(),
-                                 retry=False)
+            # Retried (same key) until an instance answers: with instances killed every few
+            # seconds, a single try mostly meets a dead one and nobody cleans up.
+            await client.request("POST", "/api/admin/reconcile?older_than=0", key=new_key())
         await asyncio.sleep(_POLL)
 
 
