@@ -197,15 +197,14 @@ async def seed_buyers(database: Database, settings: Settings, n: int, *,
     buyers: list[Buyer] = []
     for _ in range(n):
         async def make(uow: UnitOfWork) -> Buyer:
-            user = await users.create_user(uow, email=f"{uuid.uuid4().hex[:12]}@bench.test",
+            user = await users.create_user(uow.conn, email=f"{uuid.uuid4().hex[:12]}@bench.test",
                                            name=None, currency=settings.currency)
             if balance:
-                await wallets.adjust(uow, user_id=user["id"], currency=settings.currency,
+                await wallets.adjust(uow.conn, user_id=user["id"], currency=settings.currency,
                                      amount=balance, set_balance=None, reason="bench funds")
-            await uow.commit()
             return Buyer(user["id"], user["token"])
 
-        buyers.append(await database.run(make))
+        buyers.append(await database.transaction(make))
     return buyers
 
 
@@ -216,12 +215,11 @@ async def seed_product(database: Database, settings: Settings, *, price: int,
 
     async def make(uow: UnitOfWork) -> str:
         product = await catalog.create_product(
-            uow, sku=sku, name=sku, price=price, currency=settings.currency,
+            uow.conn, sku=sku, name=sku, price=price, currency=settings.currency,
             items=[f"{sku}-{i}" for i in range(items)])
-        await uow.commit()
         return str(product["id"])
 
-    return await database.run(make)
+    return await database.transaction(make)
 
 
 # --------------------------------------------------------------------------- processes

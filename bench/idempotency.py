@@ -80,7 +80,7 @@ class ServicePurchases:
 
     def _effects(self, user: Principal) -> Effects:
         async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
-            purchase = await purchase_with_wallet(uow, self.settings, user,
+            purchase = await purchase_with_wallet(uow.conn, self.settings, user,
                                                   product_id=self.product_id, quantity=1)
             return json_response(purchase, 201)
         return effects
@@ -88,12 +88,7 @@ class ServicePurchases:
     async def direct(self, i: int) -> None:
         effects = self._effects(self.principals[i % len(self.principals)])
 
-        async def command(uow: UnitOfWork) -> StoredResponse:
-            response = await effects(uow, None)
-            await uow.commit()
-            return response
-
-        await self.database.run(command)
+        await self.database.transaction(lambda uow: effects(uow, None))
 
     async def guarded(self, i: int, *, expect_replay: bool = False) -> None:
         user = self.principals[i % len(self.principals)]

@@ -79,9 +79,8 @@ async def seed_bare_accounts(database: Database, ids: list[str]) -> None:
              "balance": FUNDS, "allow_negative": False, "created_at": utcnow()}
             for i in ids
         ])
-        await uow.commit()
 
-    await database.run(make)
+    await database.transaction(make)
 
 
 @asynccontextmanager
@@ -145,13 +144,8 @@ def service_purchase(database: Database, db: BenchDb, buyers: list[Buyer],
     async def op(i: int) -> None:
         user = principals[i % len(principals)]
 
-        async def command(uow: UnitOfWork) -> dict[str, Any]:
-            purchase = await purchase_with_wallet(uow, settings, user, product_id=product_id,
-                                                  quantity=1)
-            await uow.commit()
-            return purchase
-
-        await database.run(command)
+        await database.transaction(lambda uow: purchase_with_wallet(
+            uow.conn, settings, user, product_id=product_id, quantity=1))
 
     return op
 

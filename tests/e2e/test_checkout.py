@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 from payguard.config import to_async_url
-from payguard.service.lifecycle import close_pending
+from payguard.service.lifecycle import close_pending_in
 from payguard.store.engine import create_engine
 from payguard.store.uow import Database
 from tests.support.api import (
@@ -222,10 +222,9 @@ async def test_late_payment_after_the_seat_went_to_someone_else_is_refunded(
     # still payable at the provider: the classic late-payment race.
     db = Database(create_engine(to_async_url(db_url)))
     try:
-        from payguard.service.context import AppContext
-
-        ctx = AppContext(settings=None, db=db, guard=None, admin_token="")  # type: ignore[arg-type]
-        assert await close_pending(ctx, first["purchase_id"], "expired", reason="test")
+        closed = await db.transaction(lambda uow: close_pending_in(
+            uow.conn, first["purchase_id"], "expired", reason="test"))
+        assert closed is not None
     finally:
         await db.dispose()
     second = await checkout(api, bob["token"], {"program_id": program["id"], "class_rep": True})

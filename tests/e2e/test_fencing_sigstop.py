@@ -108,7 +108,7 @@ async def test_a_frozen_holder_cannot_record_after_another_took_over(
 
     db = Database(create_engine(to_async_url(pg_url)))
     try:
-        async with db.unit_of_work(readonly=True) as uow:
+        async with db.read() as uow:
             rows = (await uow.conn.execute(
                 select(purchases).where(purchases.c.user_id == user["id"]))).all()
             fence_rows = (await uow.conn.execute(select(fences))).all()

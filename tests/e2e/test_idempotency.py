@@ -180,14 +180,14 @@ async def test_ttl_expiry_makes_a_key_new_and_the_reaper_removes_it(
             assert second.json()["id"] != first.json()["id"]
             # The reaper (every ttl/10, at least 1 s) deletes the key once it expires again.
             for _ in range(60):
-                async with db.unit_of_work(readonly=True) as uow:
+                async with db.read() as uow:
                     left = await uow.conn.scalar(select(func.count()).select_from(
                         idempotency_keys).where(idempotency_keys.c.key == "ttl-key"))
                 if left == 0:
                     break
                 await asyncio.sleep(0.25)
             assert left == 0
-            async with db.unit_of_work(readonly=True) as uow:
+            async with db.read() as uow:
                 assert await uow.conn.scalar(select(func.count()).select_from(purchases)) == 2
     finally:
         await db.dispose()

@@ -112,7 +112,7 @@ async def test_paid_purchases_with_dropped_webhooks_complete_once_under_3_reconc
 # phase 2 records it.
 CRASHING_CHECKOUT = """
 import asyncio, os, signal, sys
-from payguard.api.app import build_context
+from payguard.bootstrap import build_context
 from payguard.config import Settings
 from payguard.service.checkout import CheckoutTarget, start_checkout
 from payguard.service.principal import Principal

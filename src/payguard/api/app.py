@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from payguard.api import problems
 from payguard.api.authfirst import AuthFirstMiddleware
 from payguard.api.bodylimit import BodyLimitMiddleware
-from payguard.api.logging import RequestLogMiddleware, configure_logging
+from payguard.api.logging import RequestLogMiddleware
 from payguard.api.routes import (
     admin,
     admin_views,
@@ -26,87 +26,24 @@ from payguard.api.routes import (
     session,
     user,
 )
+from payguard.bootstrap import build_context, close_context
 from payguard.clock import utcnow
 from payguard.config import Settings
 from payguard.errors import PayguardError
-from payguard.holders import Heartbeat
-from payguard.idempotency import IdempotencyGuard
 from payguard.idempotency.store import reap_expired
-from payguard.ledger import ensure_platform_accounts
-from payguard.locks import create_lock_service
+from payguard.logs import configure_logging
 from payguard.metrics import Metrics, MetricsMiddleware
-from payguard.outbox import OutboxDispatcher
 from payguard.private_files import restrict_umask
-from payguard.providers import create_provider
-from payguard.service.context import AppContext
 from payguard.service.reconcile import poll_pending, reconcile
-from payguard.store.engine import create_engine
-from payguard.store.migrate import migrate
-from payguard.store.uow import Database, UnitOfWork
+from payguard.store.uow import Database
 
 __all__ = ["create_app", "create_app_from_env"]
 
 log = logging.getLogger("payguard.app")
 
 
-async def build_context(settings: Settings) -> AppContext:
-    url = settings.resolved_database_url
-    await migrate(url)
-    db = Database(
-        create_engine(url, pool_size=settings.db_pool_size,
-                      connect_timeout=settings.db_connect_timeout,
-                      synchronous_commit=settings.db_synchronous_commit),
-        unavailable_wait=settings.db_unavailable_wait,
-    )
-    # This process as a holder of claims and locks; its heartbeat tells the others it lives.
-    heartbeat = Heartbeat(db, lease=settings.holder_lease)
-    await heartbeat.start()
-    guard = IdempotencyGuard(
-        db, ttl=settings.idempotency_ttl, lock_timeout=settings.idempotency_lock_timeout,
-        render_error=problems.render_error, hold_seconds=settings.test_hold_seconds,
-        holder_id=heartbeat.id, holder_lease=settings.holder_lease,
-    )
-    ctx = AppContext(settings=settings, db=db, guard=guard,
-                     admin_token=settings.ensure_admin_token(), heartbeat=heartbeat)
-    async def platform_accounts(uow: UnitOfWork) -> None:
-        await ensure_platform_accounts(uow.conn, settings.currency)
-        await uow.commit()
-
-    await db.run(platform_accounts)
-    ctx.locks = create_lock_service(settings, db, holder_id=heartbeat.id)
-    ctx.provider = create_provider(settings)
-    ctx.outbox = OutboxDispatcher(db, settings)
-    if ctx.locks.backend == "redis":
-        ctx.extras["redis_ping"] = _redis_ping(ctx)
-    return ctx
-
-
-def _redis_ping(ctx: AppContext) -> Callable[[], Awaitable[bool]]:
-    async def ping() -> bool:
-        stats = await ctx.locks.stats()
-        return bool(stats["health"] == "ok")
-
-    return ping
-
-
-async def close_context(ctx: AppContext) -> None:
-    if ctx.heartbeat is not None:
-        await ctx.heartbeat.stop()
-    for closer in (ctx.provider.close, ctx.locks.close):
-        try:
-            await closer()
-        except Exception:
-            log.exception("closing %s failed", closer)
-    await ctx.db.dispose()
-
-
 async def reap_idempotency_keys(db: Database) -> int:
-    async def reap(uow: UnitOfWork) -> int:
-        n = await reap_expired(uow.conn, utcnow())
-        await uow.commit()
-        return n
-
-    return await db.run(reap)
+    return await db.transaction(lambda uow: reap_expired(uow.conn, utcnow()))
 
 
 async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
@@ -146,9 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for sim_app in sim_apps.values():  # Starlette does not run a mounted app's lifespan
             await sim_app.state.simulator.store.ensure_ready()
-        ctx = await build_context(settings)
-        ctx.extras["metrics"] = metrics
-        ctx.provider = metrics.instrument_provider(ctx.provider)
+        ctx = await build_context(settings, metrics=metrics)
         app.state.ctx = ctx
         stop = asyncio.Event()
         tasks = [
@@ -156,7 +91,6 @@ def create_app(settings: Settings) -> FastAPI:
                 min(3600.0, max(1.0, settings.idempotency_ttl / 10)),
                 lambda: reap_idempotency_keys(ctx.db), "idempotency-reaper")),
             asyncio.create_task(ctx.outbox.run_forever(stop, settings.outbox_interval)),
-            asyncio.create_task(_every(5.0, lambda: metrics.tick(ctx), "metrics-sync")),
         ]
         if settings.reconcile_interval > 0:
             tasks.append(asyncio.create_task(_every(
@@ -180,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="payguard", version="0.1.0", lifespan=lifespan,
                   docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+    app.state.metrics = metrics  # the Prometheus exposition for GET /metrics
     app.add_exception_handler(PayguardError, problems.payguard_error_handler)
     app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)

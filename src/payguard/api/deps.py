@@ -100,12 +100,7 @@ async def run_idempotent(
     """
     key = parse_key(request.headers.getlist("idempotency-key"), required=required)
     if key is None:
-        async def once(uow: UnitOfWork) -> StoredResponse:
-            response = await effects(uow, None)
-            await uow.commit()
-            return response
-
-        return to_response(await ctx.db.run(once))
+        return to_response(await ctx.db.transaction(lambda uow: effects(uow, None)))
     request.state.idempotency_key = key
     outcome = await ctx.guard.execute(
         principal=principal.scope, key=key, method=request.method, path=request.url.path,

@@ -3,38 +3,15 @@ payments engineer greps for (idempotency key, purchase, provider session)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["RequestLogMiddleware", "configure_logging"]
+__all__ = ["RequestLogMiddleware"]
 
 log = logging.getLogger("payguard.request")
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname,
-                                   "logger": record.name, "msg": record.getMessage()}
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, dict):
-            payload.update(extra)
-        if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_JsonFormatter())
-    root = logging.getLogger("payguard")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
 
 
 class RequestLogMiddleware:

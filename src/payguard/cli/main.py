@@ -40,7 +40,7 @@ def serve(
     """Run the payment service (migrates the database first)."""
     import uvicorn
 
-    from payguard.api.logging import configure_logging
+    from payguard.logs import configure_logging
     from payguard.store.migrate import migrate
 
     os.environ.setdefault("PAYGUARD_PUBLIC_URL", f"http://{host}:{port}")

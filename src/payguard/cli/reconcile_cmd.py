@@ -9,22 +9,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from payguard.bootstrap import app_context
 from payguard.config import load_settings
+from payguard.logs import configure_logging
+from payguard.service.reconcile import reconcile as run_reconcile
 
 __all__ = ["reconcile"]
 
 
 async def _run(older_than: float | None) -> dict[str, Any]:
-    from payguard.api.app import build_context, close_context
-    from payguard.service.reconcile import reconcile as run_reconcile
-
     # The same context as a server process: same database, lock service (so this run and
     # the servers' loops exclude each other) and provider.
-    ctx = await build_context(load_settings())
-    try:
+    async with app_context(load_settings()) as ctx:
         return await run_reconcile(ctx, older_than=older_than)
-    finally:
-        await close_context(ctx)
 
 
 def reconcile(
@@ -33,8 +30,6 @@ def reconcile(
     ] = None,
 ) -> None:
     """Finish stuck purchases, release expired holds, repair dead keys, retry the outbox."""
-    from payguard.api.logging import configure_logging
-
     configure_logging()
     result = asyncio.run(_run(older_than))
     console = Console()

@@ -54,9 +54,8 @@ class Heartbeat:
             now = self.clock()
             if first or not await store.beat(uow.conn, self.id, now):
                 await store.register(uow.conn, self.id, now)
-            await uow.commit()
 
-        await self.db.run(tx)
+        await self.db.transaction(tx)
         self.beats += 1
 
     async def start(self) -> None:
@@ -79,11 +78,8 @@ class Heartbeat:
                     await self._purge()
 
     async def _purge(self) -> None:
-        async def tx(uow: UnitOfWork) -> None:
-            await store.purge_stale(uow.conn, self.clock() - PURGE_AFTER)
-            await uow.commit()
-
-        await self.db.run(tx)
+        await self.db.transaction(
+            lambda uow: store.purge_stale(uow.conn, self.clock() - PURGE_AFTER))
 
     async def stop(self) -> None:
         """Stop renewing and retire the row: what we still hold is takeable at once."""
@@ -93,12 +89,8 @@ class Heartbeat:
                 await self._task
             self._task = None
 
-        async def tx(uow: UnitOfWork) -> None:
-            await store.retire(uow.conn, self.id)
-            await uow.commit()
-
         try:
-            await self.db.run(tx)
+            await self.db.transaction(lambda uow: store.retire(uow.conn, self.id))
         except Exception:
             log.warning("retiring holder %s failed; it lapses by itself", self.id,
                         exc_info=True)

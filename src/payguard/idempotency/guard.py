@@ -35,8 +35,9 @@ from payguard.idempotency import store
 from payguard.idempotency.keys import fingerprint
 from payguard.idempotency.store import Claim, StoredResponse
 from payguard.store.uow import Database, UnitOfWork
+from payguard.telemetry import NO_METRICS, MetricsSink
 
-__all__ = ["GuardCounters", "IdempotencyGuard", "Outcome"]
+__all__ = ["IdempotencyGuard", "Outcome"]
 
 Effects = Callable[[UnitOfWork, Claim], Awaitable[StoredResponse]]
 PhasedHandler = Callable[[Claim], Awaitable[StoredResponse]]
@@ -49,21 +50,12 @@ class Outcome:
     replayed: bool
 
 
-@dataclass(slots=True)
-class GuardCounters:
-    claimed: int = 0
-    replayed: int = 0
-    in_progress: int = 0
-    mismatched: int = 0
-    released: int = 0
-    recovered: int = 0
-
-
 class IdempotencyGuard:
     def __init__(self, db: Database, *, ttl: float, lock_timeout: float,
                  render_error: RenderError, clock: Callable[[], datetime] = utcnow,
                  hold_seconds: float = 0.0, holder_id: str | None = None,
-                 holder_lease: float | None = None) -> None:
+                 holder_lease: float | None = None,
+                 metrics: MetricsSink = NO_METRICS) -> None:
         self.db = db
         # The process running the claims (``payguard.holders``): a retry takes over a key
         # whose holder stopped renewing its heartbeat for ``holder_lease`` seconds.
@@ -73,7 +65,7 @@ class IdempotencyGuard:
         self.lock_timeout = lock_timeout
         self.render_error = render_error
         self.clock = clock
-        self.counters = GuardCounters()
+        self.metrics = metrics
         # Releases that found no database (a failover) and are retried in the background.
         self._pending_releases: set[asyncio.Task[None]] = set()
         # Test hook: keep claimed requests waiting before their effects, so a crash test
@@ -83,52 +75,50 @@ class IdempotencyGuard:
     async def _claim(self, principal: str, key: str, method: str, path: str,
                      body: bytes) -> Claim | Outcome:
         fp = fingerprint(method, path, body)
-        async with self.db.unit_of_work(readonly=True) as uow:
+        async with self.db.read() as uow:
             settled = await store.lookup(uow.conn, principal=principal, key=key,
                                          fingerprint=fp, now=self.clock())
 
         owner = store.new_owner()
 
         async def attempt(uow: UnitOfWork) -> store.ClaimResult:
-            result = await store.claim(
+            return await store.claim(
                 uow.conn, principal=principal, key=key, fingerprint=fp, method=method,
                 path=path, now=self.clock(), ttl=self.ttl, lock_timeout=self.lock_timeout,
                 owner=owner, holder_id=self.holder_id, holder_lease=self.holder_lease,
             )
-            await uow.commit()
-            return result
 
         if settled is not None:
             result = settled
         else:
             try:
-                result = await self.db.run(attempt)
+                # The claim commits on its own, so a duplicate sees "in progress" at once.
+                result = await self.db.transaction(attempt)
             except CommitOutcomeUnknown:
                 # The claim may or may not have reached the new primary. If it did, nobody
                 # would release it until the lock timeout: do it once a server answers.
                 async def unclaim(uow: UnitOfWork) -> None:
                     await store.release_unconfirmed(uow.conn, principal=principal, key=key,
                                                     owner=owner)
-                    await uow.commit()
 
                 self._release_in_background(unclaim)
                 raise
         if result.kind == "mismatch":
-            self.counters.mismatched += 1
+            self.metrics.idempotency("mismatched")
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used with a different method, path or body"
             )
         if result.kind == "in_progress":
-            self.counters.in_progress += 1
+            self.metrics.idempotency("in_progress")
             raise RequestInProgress("a request with this Idempotency-Key is still running")
         if result.kind == "replay":
             assert result.response is not None
-            self.counters.replayed += 1
+            self.metrics.idempotency("replayed")
             return Outcome(result.response, replayed=True)
         assert result.claim is not None
-        self.counters.claimed += 1
+        self.metrics.idempotency("claimed")
         if result.claim.recovered:
-            self.counters.recovered += 1
+            self.metrics.idempotency("recovered")
         return result.claim
 
     async def execute(self, *, principal: str, key: str, method: str, path: str,
@@ -147,10 +137,9 @@ class IdempotencyGuard:
                 response = await effects(uow, claim_)
                 if not await store.finish(uow.conn, claim_, response, self.clock()):
                     raise RequestInProgress("this request's claim was taken over by a retry")
-                await uow.commit()
                 return response
 
-            return await self.db.run(apply)
+            return await self.db.transaction(apply)
 
         return await self._settle(claim_, run)
 
@@ -192,19 +181,17 @@ class IdempotencyGuard:
         """Keep ``response`` as the key's answer, in a transaction of its own."""
         async def save(uow: UnitOfWork) -> None:
             await store.finish(uow.conn, claim_, response, self.clock())
-            await uow.commit()
 
-        await self.db.run(save)
+        await self.db.transaction(save)
         return response
 
     async def _release(self, claim_: Claim) -> None:
         async def drop(uow: UnitOfWork) -> None:
             await store.release(uow.conn, claim_)
-            await uow.commit()
 
         try:
             # Shielded: a cancelled request must still give its key back.
-            await asyncio.shield(self.db.run(drop))
+            await asyncio.shield(self.db.transaction(drop))
         except DatabaseUnavailable:
             # No server to release on (a failover). Keep trying in the background: the
             # release only deletes a key that is still in progress under this claim, so
@@ -213,7 +200,7 @@ class IdempotencyGuard:
             # the key goes and the retry runs the request afresh. Nothing is guessed.
             self._release_in_background(drop)
             return
-        self.counters.released += 1
+        self.metrics.idempotency("released")
 
     def _release_in_background(self, drop: Callable[[UnitOfWork], Awaitable[None]]) -> None:
         task = asyncio.create_task(self._release_when_reachable(drop))
@@ -228,9 +215,9 @@ class IdempotencyGuard:
         while asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(delay)
             try:
-                await self.db.run(drop)
+                await self.db.transaction(drop)
             except DatabaseUnavailable:
                 delay = min(1.0, delay * 2)
                 continue
-            self.counters.released += 1
+            self.metrics.idempotency("released")
             return

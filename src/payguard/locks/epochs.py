@@ -43,10 +43,9 @@ async def next_epoch(db: Database, scope: str) -> int:
                 set_={"epoch": lock_epochs.c.epoch + 1, "updated_at": now},
             ).returning(lock_epochs.c.epoch)
         )).scalar_one()
-        await uow.commit()
         return int(epoch)
 
-    return await db.run(tx)
+    return await db.transaction(tx)
 
 
 def epoch_source(db: Database, scope: str) -> EpochSource:

@@ -10,6 +10,7 @@ from payguard.locks.redis_backend import RedisBackend
 from payguard.locks.service import LockService
 from payguard.locks.sql import SqlBackend
 from payguard.store.uow import Database
+from payguard.telemetry import NO_METRICS, MetricsSink
 
 __all__ = ["DEFAULT_REDIS_PREFIX", "choose_backend", "create_lock_service"]
 
@@ -42,7 +43,8 @@ def choose_backend(settings: Settings, workers: int | None = None) -> str:
 
 def create_lock_service(settings: Settings, database: Database, *, workers: int | None = None,
                         redis_prefix: str | None = None,
-                        holder_id: str | None = None) -> LockService:
+                        holder_id: str | None = None,
+                        metrics: MetricsSink = NO_METRICS) -> LockService:
     """The lock service for this process (``holder_id``: its ``payguard.holders`` id).
     Close it with ``await service.close()``."""
     name = choose_backend(settings, workers)
@@ -51,7 +53,8 @@ def create_lock_service(settings: Settings, database: Database, *, workers: int 
         prefix = redis_prefix or settings.lock_redis_prefix or DEFAULT_REDIS_PREFIX
         return LockService(RedisBackend(settings.redis_url, prefix=prefix,
                                         epoch_source=epoch_source(database, f"redis:{prefix}")),
-                           holder_id=holder_id)
+                           holder_id=holder_id, metrics=metrics)
     if name == "sql":
-        return LockService(SqlBackend(database.engine), holder_id=holder_id)
-    return LockService(LocalBackend(epoch_source(database, "local")), holder_id=holder_id)
+        return LockService(SqlBackend(database.engine), holder_id=holder_id, metrics=metrics)
+    return LockService(LocalBackend(epoch_source(database, "local")), holder_id=holder_id,
+                       metrics=metrics)

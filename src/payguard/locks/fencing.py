@@ -4,10 +4,9 @@ token older than the newest one the resource has accepted.
 A lease alone cannot stop a holder that was paused past its expiry from writing after the
 next holder did; the fence can, because it is checked in the writer's own transaction:
 
-    async with db.unit_of_work() as uow:
+    async def write(uow: UnitOfWork) -> None:   # run by ``await db.transaction(write)``
         await advance_fence(uow.conn, f"purchase:{pid}", lease.fencing_token)
-        ...  # the protected write
-        await uow.commit()
+        ...  # the protected write, committed together with the fence
 
 The upsert takes the fence row's lock until commit, so two writers on one resource are
 serialised and the older token loses whichever order they arrive in.

@@ -25,6 +25,7 @@ from payguard.errors import LockNotOwned, LockTimeout
 from payguard.locks.errors import LockBackendUnavailable
 from payguard.locks.stats import LockCounters
 from payguard.locks.types import HeldLock, LockBackend
+from payguard.telemetry import NO_METRICS, MetricsSink
 
 __all__ = ["Lease", "LockService"]
 
@@ -70,6 +71,7 @@ class Lease:
         if not self._lost:
             self._lost = True
             self._service.counters.lost_total += 1
+            self._service.metrics.lock_lost()
 
     async def extend(self, ttl: float | None = None) -> None:
         """Push the expiry to now + ``ttl`` (default: the original TTL).
@@ -103,9 +105,11 @@ class Lease:
 class LockService:
     """The lock service of one process; ``backend`` decides how far its exclusion reaches."""
 
-    def __init__(self, backend: LockBackend, *, holder_id: str | None = None) -> None:
+    def __init__(self, backend: LockBackend, *, holder_id: str | None = None,
+                 metrics: MetricsSink = NO_METRICS) -> None:
         self._backend = backend
-        self.counters = LockCounters()
+        self.counters = LockCounters()  # this process's totals, for the admin view
+        self.metrics = metrics
         # Owner tokens start with the holding process's id (``payguard.holders``), so a
         # lease in the admin view or in Redis says which process holds it.
         self.holder_id = holder_id
@@ -137,8 +141,10 @@ class LockService:
         waited = time.monotonic() - started
         if grant is None:
             self.counters.timeouts_total += 1
+            self.metrics.lock_timed_out()
             raise LockTimeout(f"lock {key!r} not acquired within {wait:g}s")
         self.counters.acquired(waited)
+        self.metrics.lock_acquired(waited)
         return Lease(self, key, owner, grant.fencing_token, grant.expires_at_ms, ttl,
                      deadline=grant.requested_at + ttl)
 
@@ -218,6 +224,10 @@ class LockService:
                 for h in held
             ],
         }
+
+    async def healthy(self) -> bool:
+        """Whether the backend answers (always true for the in-process backend)."""
+        return await self._backend.healthy()
 
     async def clean_expired(self) -> int:
         return await self._backend.clean_expired()

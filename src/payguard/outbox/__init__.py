@@ -1,11 +1,10 @@
 """The transactional outbox: emails written with the business change, delivered after it.
 
-    async with db.unit_of_work() as uow:
+    async def fulfil(uow: UnitOfWork) -> None:   # run by ``await db.transaction(fulfil)``
         ...fulfil the purchase...
         subject, body = confirmation_email(purchase, user_email=..., user_name=...)
         await enqueue(uow.conn, dedupe_key=f"purchase-confirmation:{purchase['id']}", ...)
-        uow.after_commit(dispatcher.wake)
-        await uow.commit()
+        uow.after_commit(dispatcher.wake)       # deliver right after the commit
 
 One email per dedupe key is a UNIQUE constraint; delivery (SMTP or the local mailbox) is
 done by ``OutboxDispatcher`` outside any transaction, with leases, retries and backoff.

@@ -36,6 +36,7 @@ from payguard.outbox.transport import (
 )
 from payguard.outbox.types import ClaimedMessage, PassResult
 from payguard.store.uow import Database, UnitOfWork
+from payguard.telemetry import NO_METRICS, MetricsSink
 
 __all__ = ["OutboxDispatcher"]
 
@@ -49,7 +50,7 @@ class OutboxDispatcher:
 
     Counters (``sent_total``, ``failed_total``, ``dead_total``, ``lost_claims_total``,
     ``released_total``, ``errors_total``, ``passes_total``) count this instance's work since
-    it was created, for ``/metrics``.
+    it was created; each delivery outcome is also reported to ``metrics``.
     """
 
     def __init__(self, database: Database, settings: Settings, *,
@@ -57,7 +58,8 @@ class OutboxDispatcher:
                  send_timeout: float = 15.0, concurrency: int = 4,
                  backoff_base: float = 2.0, backoff_cap: float = 3600.0,
                  max_attempts: int | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 metrics: MetricsSink = NO_METRICS) -> None:
         if lease <= send_timeout:
             # Otherwise a slow send could outlive the lease and another dispatcher resend it.
             raise ValueError("lease must be longer than send_timeout")
@@ -77,6 +79,7 @@ class OutboxDispatcher:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.clock = clock
+        self.metrics = metrics
         self.sent_total = 0
         self.failed_total = 0
         self.dead_total = 0
@@ -92,9 +95,8 @@ class OutboxDispatcher:
 
     async def backlog(self) -> int:
         """Messages still pending (due now or waiting for a retry)."""
-        async def count(uow: UnitOfWork) -> int:
+        async with self.database.read() as uow:
             return await count_pending(uow.conn)
-        return await self.database.run(count, readonly=True)
 
     async def run_once(self, limit: int = 100) -> PassResult:
         """One pass over at most ``limit`` due messages."""
@@ -136,11 +138,12 @@ class OutboxDispatcher:
                                                  max_attempts=self.max_attempts)
             batch = await claims.claim_batch(uow.conn, now=now, lease=self.lease,
                                              limit=limit, max_attempts=self.max_attempts)
-            await uow.commit()
             return reaped, batch
 
-        reaped, batch = await self.database.run(claim)
+        reaped, batch = await self.database.transaction(claim)
         self.dead_total += reaped
+        if reaped:
+            self.metrics.outbox_message("dead", reaped)
         result: PassResult = {"sent": 0, "failed": 0, "dead": reaped}
         semaphore = asyncio.Semaphore(self.concurrency)
 
@@ -178,6 +181,7 @@ class OutboxDispatcher:
         if await self._record(lambda conn: claims.mark_sent(conn, msg, now=now,
                                                               transport=self.transport.name)):
             self.sent_total += 1
+            self.metrics.outbox_message("sent")
             return "sent"
         return self._lost(msg)
 
@@ -191,8 +195,10 @@ class OutboxDispatcher:
                     msg.attempt, "dead" if final else f"retry at {retry_at}", error)
         if final:
             self.dead_total += 1
+            self.metrics.outbox_message("dead")
             return "dead"
         self.failed_total += 1
+        self.metrics.outbox_message("failed")
         return "failed"
 
     def _lost(self, msg: ClaimedMessage) -> Outcome:
@@ -204,8 +210,4 @@ class OutboxDispatcher:
 
     async def _record(self, update: Callable[[AsyncConnection], Awaitable[bool]]) -> bool:
         """Run one conditional update in its own short transaction."""
-        async def run(uow: UnitOfWork) -> bool:
-            done = await update(uow.conn)
-            await uow.commit()
-            return done
-        return await self.database.run(run)
+        return await self.database.transaction(lambda uow: update(uow.conn))

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from payguard.errors import PayguardError
+from payguard.telemetry import NO_METRICS, MetricsSink
 
 if TYPE_CHECKING:
     from payguard.config import Settings
@@ -99,12 +100,12 @@ class PaymentProvider(Protocol):
     async def close(self) -> None: ...
 
 
-def create_provider(settings: Settings) -> PaymentProvider:
+def create_provider(settings: Settings, *, metrics: MetricsSink = NO_METRICS) -> PaymentProvider:
     """The configured provider. Each real provider and its simulator share one SDK adapter."""
     if settings.payment_provider == "phonepe":
         from payguard.providers.phonepe.adapter import PhonePeProvider
 
-        return PhonePeProvider(settings)
+        return PhonePeProvider(settings, metrics=metrics)
     from payguard.providers.stripe_adapter import StripeProvider
 
-    return StripeProvider(settings)
+    return StripeProvider(settings, metrics=metrics)

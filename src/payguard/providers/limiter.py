@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from payguard.errors import ProviderUnavailable
+from payguard.telemetry import NO_METRICS, MetricsSink
 
 __all__ = ["LATENCY_BUCKETS", "CallLimiter", "ProviderStats"]
 
@@ -67,12 +68,14 @@ class ProviderStats:
 class CallLimiter:
     """``async with limiter.slot():`` around each provider call."""
 
-    def __init__(self, concurrency: int, queue: int, stats: ProviderStats | None = None) -> None:
+    def __init__(self, concurrency: int, queue: int, stats: ProviderStats | None = None, *,
+                 metrics: MetricsSink = NO_METRICS) -> None:
         if concurrency < 1 or queue < 0:
             raise ValueError("concurrency must be >= 1 and queue >= 0")
         self.concurrency = concurrency
         self.queue = queue
         self.stats = stats or ProviderStats()
+        self.metrics = metrics
         self._sem = asyncio.Semaphore(concurrency)
 
     @asynccontextmanager
@@ -80,16 +83,19 @@ class CallLimiter:
         stats = self.stats
         if stats.in_flight >= self.concurrency and stats.queued >= self.queue:
             stats.rejected_total += 1
+            self.metrics.provider_rejected()
             raise ProviderUnavailable(
                 f"payment provider queue is full ({self.concurrency} in flight, "
                 f"{self.queue} waiting)"
             )
         stats.queued += 1
+        self._report()
         try:
             await self._sem.acquire()
         finally:
             stats.queued -= 1
         stats.in_flight += 1
+        self._report()
         started = time.perf_counter()
         try:
             yield
@@ -97,3 +103,7 @@ class CallLimiter:
             stats.observe(time.perf_counter() - started)
             stats.in_flight -= 1
             self._sem.release()
+            self._report()
+
+    def _report(self) -> None:
+        self.metrics.provider_load(self.stats.in_flight, self.stats.queued)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,6 +24,7 @@ from payguard.providers.base import ProviderSession, WebhookSignatureError
 from payguard.providers.http_client import SdkHttpxClient
 from payguard.providers.limiter import CallLimiter, ProviderStats
 from payguard.providers.mapping import SESSION_EXPAND, session_from_stripe
+from payguard.telemetry import NO_METRICS, MetricsSink
 
 if TYPE_CHECKING:
     from payguard.config import Settings
@@ -49,7 +51,7 @@ def resolve_api_base(settings: Settings) -> str:
 class StripeProvider:
     """Stripe Checkout through the official SDK. One instance per process; call ``close()``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, metrics: MetricsSink = NO_METRICS) -> None:
         self.name: str = settings.provider
         self.api_base = resolve_api_base(settings)
         self._timeout = settings.provider_timeout
@@ -63,13 +65,27 @@ class StripeProvider:
             # retry (same idempotency key) is the one place retries are decided.
             max_network_retries=0,
         )
-        self._limiter = CallLimiter(settings.provider_concurrency, settings.provider_queue)
+        self._metrics = metrics
+        self._limiter = CallLimiter(settings.provider_concurrency, settings.provider_queue,
+                                    metrics=metrics)
 
     @property
     def stats(self) -> ProviderStats:
         return self._limiter.stats
 
-    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, operation: str, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one SDK call in a limiter slot; ``operation`` labels it in the metrics
+        (timed including the wait for a slot; any failure counts as one)."""
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = await self._call_limited(what, fn)
+            ok = True
+            return result
+        finally:
+            self._metrics.provider_call(operation, time.perf_counter() - started, ok)
+
+    async def _call_limited(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         stats = self._limiter.stats
         try:
             # The timeout covers the wait for a slot too: the caller's budget is end to end.
@@ -126,7 +142,7 @@ class StripeProvider:
         if customer_email:
             params["customer_email"] = customer_email
         session = await self._call(
-            "create checkout session",
+            "create_session", "create checkout session",
             lambda: self._client.v1.checkout.sessions.create_async(
                 params, {"idempotency_key": idempotency_key}  # type: ignore[arg-type]
             ),
@@ -135,7 +151,7 @@ class StripeProvider:
 
     async def retrieve_checkout_session(self, session_id: str) -> ProviderSession:
         session = await self._call(
-            "retrieve checkout session",
+            "retrieve_session", "retrieve checkout session",
             lambda: self._client.v1.checkout.sessions.retrieve_async(
                 session_id, {"expand": SESSION_EXPAND}
             ),
@@ -150,7 +166,7 @@ class StripeProvider:
         to act on, since "cancel" racing "pay" is normal and must not look like an outage."""
         try:
             session = await self._call(
-                "expire checkout session",
+                "expire_session", "expire checkout session",
                 lambda: self._client.v1.checkout.sessions.expire_async(
                     session_id, {"expand": SESSION_EXPAND},
                     {"idempotency_key": idempotency_key},
@@ -176,7 +192,7 @@ class StripeProvider:
             params["reason"] = "requested_by_customer"
             params["metadata"] = {"reason": reason[:500]}  # Stripe's metadata value limit
         refund = await self._call(
-            "refund",
+            "refund", "refund",
             lambda: self._client.v1.refunds.create_async(
                 params, {"idempotency_key": idempotency_key}  # type: ignore[arg-type]
             ),

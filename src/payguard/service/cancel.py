@@ -38,9 +38,9 @@ async def cancel_purchase(ctx: AppContext, user: Principal, purchase_id: str,
     """Cancel, recording the recovery point ``canceled`` on the request's idempotency claim
     in the closing transaction: a retry of a cancel that died after closing resumes after
     the close and answers 200, instead of finding the purchase closed and answering 409."""
-    async def tx(uow: UnitOfWork) -> Any:
+    async def close(uow: UnitOfWork) -> Any:
         view = await get_purchase(uow.conn, user, purchase_id)  # NOT_FOUND for others' ids
-        closed = await close_pending_in(uow, purchase_id, "canceled",
+        closed = await close_pending_in(uow.conn, purchase_id, "canceled",
                                         reason="canceled by the user", user_id=user.user_id)
         if closed is None:
             raise InvalidState(
@@ -48,15 +48,14 @@ async def cancel_purchase(ctx: AppContext, user: Principal, purchase_id: str,
         if claim is not None and not await idem.advance(uow.conn, claim, CANCELED, utcnow(),
                                                         purchase_id=purchase_id):
             raise RequestInProgress("this request's claim was taken over by a retry")
-        await uow.commit()
         return closed
 
     if claim is not None and claim.recovery_point == CANCELED:
-        async with ctx.db.unit_of_work(readonly=True) as uow:
+        async with ctx.db.read() as uow:
             closed = (await uow.conn.execute(
                 select(purchases).where(purchases.c.id == purchase_id))).one()
     else:
-        closed = await ctx.db.run(tx)
+        closed = await ctx.db.transaction(close)
     if closed.provider_session_id:
         try:
             session = await ctx.provider.expire_checkout_session(
@@ -69,7 +68,7 @@ async def cancel_purchase(ctx: AppContext, user: Principal, purchase_id: str,
             if session.is_paid:
                 await fulfil(ctx, closed.id, session)
                 raise InvalidState("the purchase was paid before it could be canceled")
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await get_purchase(uow.conn, user, purchase_id)
 
 

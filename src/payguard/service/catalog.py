@@ -15,7 +15,6 @@ from payguard.errors import Conflict, NotFound
 from payguard.ids import new_id
 from payguard.service.views import product_view, program_view
 from payguard.store.schema import capacities, products, programs, stock_items
-from payguard.store.uow import UnitOfWork
 
 __all__ = [
     "add_items",
@@ -53,9 +52,8 @@ async def _insert_items(conn: AsyncConnection, product_id: str, items: list[str]
     await capacity.grow(conn, stock_capacity_key(product_id), len(items))
 
 
-async def create_product(uow: UnitOfWork, *, sku: str, name: str, price: int, currency: str,
-                         items: list[str]) -> dict[str, Any]:
-    conn = uow.conn
+async def create_product(conn: AsyncConnection, *, sku: str, name: str, price: int,
+                         currency: str, items: list[str]) -> dict[str, Any]:
     if await conn.scalar(select(products.c.id).where(products.c.sku == sku)) is not None:
         raise Conflict(f"a product with sku {sku!r} already exists")
     product_id = new_id("prd")
@@ -73,10 +71,10 @@ async def create_product(uow: UnitOfWork, *, sku: str, name: str, price: int, cu
     return await get_product(conn, product_id)
 
 
-async def add_items(uow: UnitOfWork, product_id: str, items: list[str]) -> dict[str, Any]:
-    await get_product(uow.conn, product_id)
-    await _insert_items(uow.conn, product_id, items)
-    return await get_product(uow.conn, product_id)
+async def add_items(conn: AsyncConnection, product_id: str, items: list[str]) -> dict[str, Any]:
+    await get_product(conn, product_id)
+    await _insert_items(conn, product_id, items)
+    return await get_product(conn, product_id)
 
 
 def _product_query() -> Any:
@@ -98,21 +96,21 @@ async def list_products(conn: AsyncConnection) -> list[dict[str, Any]]:
     return [product_view(r, int(r.stock)) for r in rows]
 
 
-async def create_program(uow: UnitOfWork, *, title: str, full_price: int, currency: str,
+async def create_program(conn: AsyncConnection, *, title: str, full_price: int, currency: str,
                          class_rep_limit: int, class_rep_discount: int,
                          early_bird_discount: int,
                          early_bird_deadline: datetime | None) -> dict[str, Any]:
     program_id = new_id("prg")
     key = program_capacity_key(program_id)
-    await capacity.create(uow.conn, key, class_rep_limit)
-    await ledger.ensure_platform_accounts(uow.conn, currency)
-    await uow.conn.execute(insert(programs).values(
+    await capacity.create(conn, key, class_rep_limit)
+    await ledger.ensure_platform_accounts(conn, currency)
+    await conn.execute(insert(programs).values(
         id=program_id, title=title, full_price=full_price, currency=currency,
         class_rep_limit=class_rep_limit, class_rep_discount=class_rep_discount,
         early_bird_discount=early_bird_discount, early_bird_deadline=early_bird_deadline,
         capacity_key=key, created_at=utcnow(),
     ))
-    return await get_program(uow.conn, program_id)
+    return await get_program(conn, program_id)
 
 
 def _program_query() -> Any:

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import as_utc, isoformat, utcnow
 from payguard.errors import (
@@ -80,7 +81,7 @@ def session_payload(row: Any, *, existing: bool) -> dict[str, Any]:
 
 
 async def _load(ctx: AppContext, purchase_id: str) -> Any:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return (await uow.conn.execute(
             select(purchases).where(purchases.c.id == purchase_id))).first()
 
@@ -123,7 +124,7 @@ async def _checkout_locked(ctx: AppContext, user: Principal, target: CheckoutTar
             return 201, await ensure_session(ctx, row, claim=claim, existing=False,
                                              fence=fence)
 
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         existing = (await uow.conn.execute(
             select(purchases).where(purchases.c.user_id == user.user_id,
                                     purchases.c.item_key == target.item_key,
@@ -136,14 +137,15 @@ async def _checkout_locked(ctx: AppContext, user: Principal, target: CheckoutTar
                                              fence=fence)
         await close_pending(ctx, existing.id, "expired", reason="checkout expired", fence=fence)
 
-    row = await ctx.db.run(lambda uow: _reserve(uow, ctx, user, target, claim, fence))
+    row = await ctx.db.transaction(
+        lambda uow: _reserve(uow.conn, ctx, user, target, claim, fence))
     return 201, await ensure_session(ctx, row, claim=claim, existing=False, fence=fence)
 
 
-async def _reserve(uow: UnitOfWork, ctx: AppContext, user: Principal, target: CheckoutTarget,
-                   claim: Claim | None, fence: Fence) -> Any:
+async def _reserve(conn: AsyncConnection, ctx: AppContext, user: Principal,
+                   target: CheckoutTarget, claim: Claim | None, fence: Fence) -> Any:
     """Phase 1: price, reserve, number and record the pending purchase."""
-    conn, settings = uow.conn, ctx.settings
+    settings = ctx.settings
     await fence.check(conn)
     now = utcnow()
     purchase_id = new_id("pur")
@@ -203,9 +205,7 @@ async def _reserve(uow: UnitOfWork, ctx: AppContext, user: Principal, target: Ch
         raise PaymentInProgress("another checkout for this item is pending") from exc
     if claim is not None:
         await idem.advance(conn, claim, "reserved", now, purchase_id=purchase_id)
-    row = (await conn.execute(select(purchases).where(purchases.c.id == purchase_id))).first()
-    await uow.commit()
-    return row
+    return (await conn.execute(select(purchases).where(purchases.c.id == purchase_id))).first()
 
 
 async def ensure_session(ctx: AppContext, row: Any, *, claim: Claim | None,
@@ -223,7 +223,7 @@ async def ensure_session(ctx: AppContext, row: Any, *, claim: Claim | None,
     if ctx.settings.test_checkout_hold_seconds and fence is not None:
         await asyncio.sleep(ctx.settings.test_checkout_hold_seconds)
     email = None
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         email = await uow.conn.scalar(select(users.c.email).where(users.c.id == row.user_id))
     base = ctx.settings.public_url.rstrip("/")
     try:
@@ -256,10 +256,8 @@ async def ensure_session(ctx: AppContext, row: Any, *, claim: Claim | None,
         )
         if claim is not None:
             await idem.advance(uow.conn, claim, "session_created", now)
-        current = (await uow.conn.execute(
+        return (await uow.conn.execute(
             select(purchases).where(purchases.c.id == row.id))).first()
-        await uow.commit()
-        return current
 
-    recorded = await ctx.db.run(record)
+    recorded = await ctx.db.transaction(record)
     return session_payload(recorded, existing=existing)

@@ -1,25 +1,33 @@
-"""Everything a request needs, built once at startup and handed down (no import-time globals)."""
+"""Everything a use case needs, built once per process by ``payguard.bootstrap``.
+
+No import-time globals: the web app, every CLI command and the tests get their
+``AppContext`` from ``bootstrap.build_context`` (or build one from these same typed parts).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from payguard.config import Settings
+from payguard.holders import Heartbeat
 from payguard.idempotency import IdempotencyGuard
+from payguard.locks import LockService
+from payguard.outbox import OutboxDispatcher
+from payguard.providers import PaymentProvider
 from payguard.store.uow import Database
+from payguard.telemetry import MetricsSink
 
 __all__ = ["AppContext"]
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class AppContext:
     settings: Settings
     db: Database
     guard: IdempotencyGuard
+    locks: LockService
+    provider: PaymentProvider
+    outbox: OutboxDispatcher
+    metrics: MetricsSink
     admin_token: str
-    locks: Any = None  # payguard.locks.LockService
-    provider: Any = None  # payguard.providers.PaymentProvider
-    outbox: Any = None  # payguard.outbox.OutboxDispatcher
-    heartbeat: Any = None  # payguard.holders.Heartbeat: this process as a holder
-    extras: dict[str, Any] = field(default_factory=dict)
+    heartbeat: Heartbeat  # this process as a holder of claims and locks

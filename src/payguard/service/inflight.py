@@ -24,7 +24,7 @@ __all__ = ["in_flight"]
 async def in_flight(ctx: AppContext) -> dict[str, Any]:
     now = utcnow()
     lease = ctx.settings.holder_lease
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         conn = uow.conn
         keys = await conn.scalar(select(func.count()).select_from(idempotency_keys).where(
             idempotency_keys.c.state == "in_progress"))

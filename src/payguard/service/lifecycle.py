@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard import ledger
 from payguard.clock import utcnow
@@ -45,15 +46,15 @@ log = logging.getLogger("payguard.lifecycle")
 CLOSED = ("expired", "canceled", "failed")
 
 
-async def lock_purchase(uow: UnitOfWork, purchase_id: str) -> Any:
+async def lock_purchase(conn: AsyncConnection, purchase_id: str) -> Any:
     """The purchase row, locked until the transaction ends (SQLite: the write lock)."""
     stmt = select(purchases).where(purchases.c.id == purchase_id)
-    if uow.dialect == "postgresql":
+    if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    return (await uow.conn.execute(stmt)).first()
+    return (await conn.execute(stmt)).first()
 
 
-async def close_pending_in(uow: UnitOfWork, purchase_id: str, status: str, *,
+async def close_pending_in(conn: AsyncConnection, purchase_id: str, status: str, *,
                            reason: str | None = None, user_id: str | None = None) -> Any:
     """pending -> ``status`` and release the holds, in the caller's transaction, once."""
     now = utcnow()
@@ -65,9 +66,9 @@ async def close_pending_in(uow: UnitOfWork, purchase_id: str, status: str, *,
     )
     if user_id is not None:
         stmt = stmt.where(purchases.c.user_id == user_id)
-    row = (await uow.conn.execute(stmt)).first()
+    row = (await conn.execute(stmt)).first()
     if row is not None:
-        await release_holds(uow.conn, row, now)
+        await release_holds(conn, row, now)
     return row
 
 
@@ -75,14 +76,12 @@ async def close_pending(ctx: AppContext, purchase_id: str, status: str, *,
                         reason: str | None = None, fence: Fence | None = None) -> bool:
     """``close_pending_in`` in its own transaction; under ``fence`` when a lock holder
     closes (a holder whose lease lapsed is refused with ``StaleFencingToken``)."""
-    async def tx(uow: UnitOfWork) -> bool:
+    async def close(uow: UnitOfWork) -> bool:
         if fence is not None:
             await fence.check(uow.conn)
-        row = await close_pending_in(uow, purchase_id, status, reason=reason)
-        await uow.commit()
-        return row is not None
+        return await close_pending_in(uow.conn, purchase_id, status, reason=reason) is not None
 
-    return await ctx.db.run(tx)
+    return await ctx.db.transaction(close)
 
 
 async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
@@ -91,7 +90,7 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
     ``completed``, ``already``, ``refund`` (late payment, seat gone: refund needed),
     ``unknown``."""
     conn, now = uow.conn, utcnow()
-    row = await lock_purchase(uow, purchase_id)
+    row = await lock_purchase(conn, purchase_id)
     if row is None:
         return "unknown"
     if row.status in ("completed", "refunded"):
@@ -138,18 +137,13 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
     await enqueue(conn, dedupe_key=f"purchase-confirmation:{row.id}", kind="confirmation",
                   recipient=user.email, subject=subject, body=body, purchase_id=row.id,
                   user_id=row.user_id, now=now)
-    if ctx.outbox is not None:
-        uow.after_commit(ctx.outbox.wake)
+    uow.after_commit(ctx.outbox.wake)
     return "completed"
 
 
 async def fulfil(ctx: AppContext, purchase_id: str, session: ProviderSession) -> str:
-    async def tx(uow: UnitOfWork) -> str:
-        outcome = await fulfil_in(uow, ctx, purchase_id, session)
-        await uow.commit()
-        return outcome
-
-    outcome = await ctx.db.run(tx)
+    """``fulfil_in`` in a transaction of its own, then a late payment's refund is sent."""
+    outcome = await ctx.db.transaction(lambda uow: fulfil_in(uow, ctx, purchase_id, session))
     if outcome == "refund":
         await send_pending_refund(ctx, purchase_id)
     return outcome
@@ -160,8 +154,7 @@ async def send_pending_refund(ctx: AppContext, purchase_id: str) -> bool:
 
     False when the provider could not be reached: the reconciler tries again later.
     """
-    row = None
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         row = (await uow.conn.execute(select(purchases).where(
             purchases.c.id == purchase_id, purchases.c.refund_status == "pending"))).first()
     if row is None:
@@ -184,11 +177,7 @@ async def send_pending_refund(ctx: AppContext, purchase_id: str) -> bool:
         log.warning("purchase %s: provider refund failed; will retry", purchase_id)
         return False
 
-    async def done(uow: UnitOfWork) -> None:
-        await uow.conn.execute(update(purchases).where(
-            purchases.c.id == purchase_id, purchases.c.refund_status == "pending"
-        ).values(refund_status="done", refund_id=refund_id, updated_at=utcnow()))
-        await uow.commit()
-
-    await ctx.db.run(done)
+    await ctx.db.transaction(lambda uow: uow.conn.execute(update(purchases).where(
+        purchases.c.id == purchase_id, purchases.c.refund_status == "pending"
+    ).values(refund_status="done", refund_id=refund_id, updated_at=utcnow())))
     return True

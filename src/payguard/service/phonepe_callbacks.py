@@ -43,7 +43,7 @@ def _event_id(kind: str, payload: dict[str, Any]) -> str:
 
 async def _find_purchase(ctx: AppContext, merchant_order_id: str) -> str | None:
     """Our purchase for a merchant order id (they are the same id, see the adapter)."""
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         found = await uow.conn.scalar(select(purchases.c.id).where(
             purchases.c.id == merchant_order_id, purchases.c.payment_method == "card"))
     return str(found) if found is not None else None
@@ -57,11 +57,9 @@ async def handle_phonepe_callback(ctx: AppContext, payload: bytes,
     event_id = _event_id(kind, data)
     merchant_order_id = str(data.get("merchantOrderId") or data.get(
         "originalMerchantOrderId") or "")
-    metrics = ctx.extras.get("metrics")
 
     if await already_applied(ctx.db, PROVIDER, event_id):
-        if metrics is not None:
-            metrics.webhook_event(kind, "duplicate")
+        ctx.metrics.webhook_event(kind, "duplicate")
         return {"received": True, "duplicate": True}
 
     purchase_id = None
@@ -90,7 +88,6 @@ async def handle_phonepe_callback(ctx: AppContext, payload: bytes,
                                   object_id=merchant_order_id or None, outcome=outcome,
                                   now=utcnow()):
             await note_redelivery(uow.conn, provider=PROVIDER, event_id=event_id)
-            await uow.commit()
             return True, "duplicate"
         if outcome == "pending":
             assert purchase_id is not None and session is not None
@@ -100,18 +97,16 @@ async def handle_phonepe_callback(ctx: AppContext, payload: bytes,
             error = session.metadata.get("phonepe_error", "FAILED") if session else "FAILED"
             reason = (f"PhonePe order failed ({error})" if outcome == "failed"
                       else "checkout expired")
-            if await close_pending_in(uow, purchase_id, outcome, reason=reason) is None:
+            if await close_pending_in(uow.conn, purchase_id, outcome, reason=reason) is None:
                 outcome = "already_closed"
         if outcome not in ("pending", "failed", "expired", "ignored", "unknown_order"):
             await uow.conn.execute(inbox_events.update().where(
                 inbox_events.c.provider == PROVIDER, inbox_events.c.event_id == event_id
             ).values(outcome=outcome))
-        await uow.commit()
         return False, outcome
 
-    duplicate, outcome = await ctx.db.run(apply)
-    if metrics is not None:
-        metrics.webhook_event(kind, "duplicate" if duplicate else outcome)
+    duplicate, outcome = await ctx.db.transaction(apply)
+    ctx.metrics.webhook_event(kind, "duplicate" if duplicate else outcome)
     if outcome == "refund" and purchase_id is not None:
         await send_pending_refund(ctx, purchase_id)
     log.info("phonepe callback %s -> %s", event_id, outcome)

@@ -17,7 +17,6 @@ from payguard.service.numbers import next_order_number, record_receipt, take_rec
 from payguard.service.principal import Principal
 from payguard.service.views import purchase_view, receipt_view
 from payguard.store.schema import products, purchases, receipts, stock_items
-from payguard.store.uow import UnitOfWork
 
 __all__ = [
     "assign_items",
@@ -59,10 +58,9 @@ async def assign_items(conn: AsyncConnection, product_id: str, purchase_id: str,
     return [r.value for r in sorted(rows, key=lambda r: r.id)]
 
 
-async def purchase_with_wallet(uow: UnitOfWork, settings: Settings, user: Principal, *,
+async def purchase_with_wallet(conn: AsyncConnection, settings: Settings, user: Principal, *,
                                product_id: str, quantity: int) -> dict[str, Any]:
     """Debit the wallet, assign items, number the order and the receipt: all or nothing."""
-    conn = uow.conn
     assert user.user_id is not None
     product = (await conn.execute(select(products).where(products.c.id == product_id))).first()
     if product is None:

@@ -82,7 +82,7 @@ def backoff_seconds(attempts: int) -> float:
 async def list_stuck(ctx: AppContext, older_than: float) -> list[dict[str, Any]]:
     """Purchases pending for longer than ``older_than`` seconds, oldest first."""
     cutoff = utcnow() - timedelta(seconds=older_than)
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         rows = (await uow.conn.execute(
             select(purchases)
             .where(purchases.c.status == "pending", purchases.c.created_at <= cutoff)
@@ -95,7 +95,6 @@ async def list_stuck(ctx: AppContext, older_than: float) -> list[dict[str, Any]]
 async def reconcile(ctx: AppContext, *, older_than: float | None = None) -> dict[str, Any]:
     """One reconciler run; returns (and logs) what it did."""
     counts = dict.fromkeys(COUNT_KEYS, 0)
-    metrics = ctx.extras.get("metrics")
     # The lease only saves duplicate work (see the module docstring), so a generous TTL
     # with renewal is fine; a crashed holder's lease lapses after ``ttl``.
     ttl = max(60.0, ctx.settings.provider_timeout * 6)
@@ -106,8 +105,7 @@ async def reconcile(ctx: AppContext, *, older_than: float | None = None) -> dict
                 RECONCILE_LOCK, ttl=ttl, wait=0, auto_renew=True, max_renewals=10_000))
         except LockTimeout:
             log.info("reconcile skipped: another run holds the %r lock", RECONCILE_LOCK)
-            if metrics is not None:
-                metrics.reconcile_run("skipped", counts, 0.0)
+            ctx.metrics.reconcile_run("skipped", counts, 0.0)
             return {**counts, "skipped": True}
         age = float(ctx.settings.stuck_after if older_than is None else older_than)
         for step in (_poll_due, _stuck_purchases, _orphan_holds, _dead_keys, _refunds,
@@ -120,8 +118,7 @@ async def reconcile(ctx: AppContext, *, older_than: float | None = None) -> dict
                 log.exception("reconcile step %s failed", step.__name__)
     seconds = time.monotonic() - started
     log.info("reconcile %s", " ".join(f"{k}={v}" for k, v in counts.items()))
-    if metrics is not None:
-        metrics.reconcile_run("error" if counts["errors"] else "ok", counts, seconds)
+    ctx.metrics.reconcile_run("error" if counts["errors"] else "ok", counts, seconds)
     return {**counts, "skipped": False}
 
 
@@ -145,7 +142,7 @@ async def _poll_due(ctx: AppContext, counts: dict[str, int], _age: float) -> Non
         return
     now = utcnow()
     first = timedelta(seconds=settings.phonepe_poll_first)
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         rows = (await uow.conn.execute(
             select(purchases)
             .where(purchases.c.status == "pending", purchases.c.payment_method == "card",
@@ -174,21 +171,16 @@ async def _poll_due(ctx: AppContext, counts: dict[str, int], _age: float) -> Non
 
 
 async def _schedule(ctx: AppContext, purchase_id: str, at: datetime) -> None:
-    async def tx(uow: UnitOfWork) -> None:
-        await uow.conn.execute(
-            update(purchases).where(purchases.c.id == purchase_id,
-                                    purchases.c.status == "pending")
-            .values(next_check_at=at))
-        await uow.commit()
-
-    await ctx.db.run(tx)
+    await ctx.db.transaction(lambda uow: uow.conn.execute(
+        update(purchases).where(purchases.c.id == purchase_id, purchases.c.status == "pending")
+        .values(next_check_at=at)))
 
 
 # ---- 1. stuck purchases -------------------------------------------------------------------
 
 async def _stuck_purchases(ctx: AppContext, counts: dict[str, int], age: float) -> None:
     now = utcnow()
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         rows = (await uow.conn.execute(
             select(purchases)
             .where(purchases.c.status == "pending", purchases.c.payment_method == "card",
@@ -246,16 +238,15 @@ async def _check_purchase(ctx: AppContext, row: Any, now: datetime,
 
 async def _close(ctx: AppContext, purchase_id: str, status: str, counts: dict[str, int],
                  reason: str) -> str:
-    async def tx(uow: UnitOfWork) -> tuple[bool, int]:
+    async def close(uow: UnitOfWork) -> tuple[bool, int]:
         held = int(await uow.conn.scalar(
             select(func.count()).select_from(reservations).where(
                 reservations.c.purchase_id == purchase_id, reservations.c.state == "held")
         ) or 0)
-        row = await close_pending_in(uow, purchase_id, status, reason=reason)
-        await uow.commit()
+        row = await close_pending_in(uow.conn, purchase_id, status, reason=reason)
         return row is not None, held
 
-    closed, held = await ctx.db.run(tx)
+    closed, held = await ctx.db.transaction(close)
     if not closed:
         return "none"  # a webhook, a cancel or another reconciler got there first
     counts["released"] += held
@@ -267,14 +258,10 @@ async def _defer(ctx: AppContext, row: Any, now: datetime, why: str) -> None:
     delay = backoff_seconds(attempts)
     log.warning("purchase %s: provider unreachable (%s); next look in %gs", row.id, why, delay)
 
-    async def tx(uow: UnitOfWork) -> None:
-        await uow.conn.execute(
-            update(purchases).where(purchases.c.id == row.id, purchases.c.status == "pending")
-            .values(check_attempts=purchases.c.check_attempts + 1,
-                    next_check_at=now + timedelta(seconds=delay)))
-        await uow.commit()
-
-    await ctx.db.run(tx)
+    await ctx.db.transaction(lambda uow: uow.conn.execute(
+        update(purchases).where(purchases.c.id == row.id, purchases.c.status == "pending")
+        .values(check_attempts=purchases.c.check_attempts + 1,
+                next_check_at=now + timedelta(seconds=delay))))
 
 
 # ---- 2. holds past expiry -----------------------------------------------------------------
@@ -282,7 +269,7 @@ async def _defer(ctx: AppContext, row: Any, now: datetime, why: str) -> None:
 async def _orphan_holds(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
     """Release expired holds whose purchase is not pending (pending ones are step 1's,
     because only the provider can say whether the buyer paid at the last second)."""
-    async def tx(uow: UnitOfWork) -> int:
+    async def release(uow: UnitOfWork) -> int:
         now = utcnow()
         rows = (await uow.conn.execute(
             select(purchases)
@@ -299,17 +286,16 @@ async def _orphan_holds(ctx: AppContext, counts: dict[str, int], _age: float) ->
             after = await uow.conn.scalar(select(func.count()).select_from(reservations).where(
                 reservations.c.purchase_id == row.id, reservations.c.state == "held"))
             released += int(before or 0) - int(after or 0)
-        await uow.commit()
         return released
 
-    counts["released"] += await ctx.db.run(tx)
+    counts["released"] += await ctx.db.transaction(release)
 
 
 # ---- 3. dead idempotency keys -------------------------------------------------------------
 
 async def _dead_keys(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
     now = utcnow()
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         keys = (await uow.conn.execute(
             select(idempotency_keys.c.id, idempotency_keys.c.lock_owner,
                    idempotency_keys.c.path, idempotency_keys.c.purchase_id)
@@ -320,7 +306,7 @@ async def _dead_keys(ctx: AppContext, counts: dict[str, int], _age: float) -> No
     for key in keys:
         purchase = None
         if key.purchase_id is not None and key.path == CHECKOUT_PATH:
-            async with ctx.db.unit_of_work(readonly=True) as uow:
+            async with ctx.db.read() as uow:
                 purchase = (await uow.conn.execute(
                     select(purchases).where(purchases.c.id == key.purchase_id))).first()
         if purchase is None:
@@ -348,30 +334,28 @@ async def _finish_key(ctx: AppContext, key: Any, payload: dict[str, Any],
     # what a retry of the request would have produced.
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
-    async def tx(uow: UnitOfWork) -> int:
+    async def complete(uow: UnitOfWork) -> int:
         result = await uow.conn.execute(update(idempotency_keys).where(_still_dead(key)).values(
             state="completed", status_code=201, response_body=body,
             response_headers=json.dumps({"content-type": "application/json"}),
             lock_owner=None, locked_at=None, recovery_point="finished", updated_at=utcnow()))
-        await uow.commit()
         return int(result.rowcount)
 
-    counts["keys_completed"] += await ctx.db.run(tx)
+    counts["keys_completed"] += await ctx.db.transaction(complete)
 
 
 async def _drop_key(ctx: AppContext, key: Any, counts: dict[str, int]) -> None:
-    async def tx(uow: UnitOfWork) -> int:
+    async def drop(uow: UnitOfWork) -> int:
         result = await uow.conn.execute(delete(idempotency_keys).where(_still_dead(key)))
-        await uow.commit()
         return int(result.rowcount)
 
-    counts["keys_rolled_back"] += await ctx.db.run(tx)
+    counts["keys_rolled_back"] += await ctx.db.transaction(drop)
 
 
 # ---- 4-6. refunds, outbox, purges ---------------------------------------------------------
 
 async def _refunds(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         ids = (await uow.conn.execute(
             select(purchases.c.id).where(purchases.c.refund_status == "pending").limit(BATCH)
         )).scalars().all()
@@ -381,20 +365,17 @@ async def _refunds(ctx: AppContext, counts: dict[str, int], _age: float) -> None
 
 
 async def _outbox(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
-    if ctx.outbox is None:
-        return
     result = await ctx.outbox.run_once()
     counts["outbox_sent"] += int(result["sent"])
     counts["outbox_failed"] += int(result["failed"]) + int(result["dead"])
 
 
 async def _purge(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
-    async def tx(uow: UnitOfWork) -> tuple[int, int]:
+    async def purge(uow: UnitOfWork) -> tuple[int, int]:
         now = utcnow()
         keys = await reap_expired(uow.conn, now)
         inbox = await purge_older_than(uow.conn, INBOX_RETENTION, now)
-        await uow.commit()
         return keys, inbox
 
-    counts["purged_keys"], counts["purged_inbox"] = await ctx.db.run(tx)
+    counts["purged_keys"], counts["purged_inbox"] = await ctx.db.transaction(purge)
     counts["purged_leases"] = int(await ctx.locks.clean_expired())

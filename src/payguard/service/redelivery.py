@@ -12,21 +12,18 @@ from sqlalchemy import select
 
 from payguard.inbox import note_redelivery
 from payguard.store.schema import inbox_events
-from payguard.store.uow import Database, UnitOfWork
+from payguard.store.uow import Database
 
 __all__ = ["already_applied"]
 
 
 async def already_applied(db: Database, provider: str, event_id: str) -> bool:
-    async with db.unit_of_work(readonly=True) as uow:
+    async with db.read() as uow:
         found = await uow.conn.scalar(select(inbox_events.c.event_id).where(
             inbox_events.c.provider == provider, inbox_events.c.event_id == event_id))
     if found is None:
         return False
 
-    async def count(uow: UnitOfWork) -> None:
-        await note_redelivery(uow.conn, provider=provider, event_id=event_id)
-        await uow.commit()
-
-    await db.run(count)
+    await db.transaction(
+        lambda uow: note_redelivery(uow.conn, provider=provider, event_id=event_id))
     return True

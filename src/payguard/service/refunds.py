@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import case, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard import capacity, ledger
 from payguard.clock import utcnow
@@ -22,15 +23,14 @@ from payguard.service.lifecycle import send_pending_refund
 from payguard.service.principal import Principal
 from payguard.service.purchases import get_purchase
 from payguard.store.schema import purchases
-from payguard.store.uow import UnitOfWork
 
 __all__ = ["book_refund", "refund_card_purchase", "refund_wallet_purchase"]
 
 
-async def book_refund(uow: UnitOfWork, purchase_id: str, reason: str) -> Any:
+async def book_refund(conn: AsyncConnection, purchase_id: str, reason: str) -> Any:
     """completed -> refunded in the caller's transaction, once; the money goes back to
     where it came from (the wallet, or the card through the provider afterwards)."""
-    conn, now = uow.conn, utcnow()
+    now = utcnow()
     is_card = purchases.c.payment_method == "card"
     row = (await conn.execute(
         update(purchases)
@@ -51,30 +51,27 @@ async def book_refund(uow: UnitOfWork, purchase_id: str, reason: str) -> Any:
     source = wallet if row.kind == "topup" else ledger.platform_account_id("revenue", currency)
     target = wallet if row.payment_method == "wallet" else ledger.platform_account_id(
         "card", currency)
+    if row.program_id:
+        # Before the ledger rows: the global lock order (docs/architecture.md).
+        await capacity.release(conn, program_capacity_key(row.program_id), row.id, now)
     if amount > 0:
         # A top-up refund takes the money back out of the wallet: refused if it was spent.
         await ledger.transfer(conn, debit=source, credit=target, amount=amount,
                               currency=currency, kind="refund", purchase_id=row.id,
                               reason=reason, now=now)
-    if row.program_id:
-        await capacity.release(conn, program_capacity_key(row.program_id), row.id, now)
     return row
 
 
-async def refund_wallet_purchase(uow: UnitOfWork, purchase_id: str,
+async def refund_wallet_purchase(conn: AsyncConnection, purchase_id: str,
                                  reason: str) -> dict[str, Any]:
     """Book the refund of a wallet purchase and return the purchase, in one transaction."""
-    await book_refund(uow, purchase_id, reason)
-    return await get_purchase(uow.conn, Principal("admin"), purchase_id)
+    await book_refund(conn, purchase_id, reason)
+    return await get_purchase(conn, Principal("admin"), purchase_id)
 
 
 async def refund_card_purchase(ctx: AppContext, purchase_id: str, reason: str) -> dict[str, Any]:
     """Book the refund, then send it to the provider (never inside the transaction)."""
-    async def tx(uow: UnitOfWork) -> None:
-        await book_refund(uow, purchase_id, reason)
-        await uow.commit()
-
-    await ctx.db.run(tx)
+    await ctx.db.transaction(lambda uow: book_refund(uow.conn, purchase_id, reason))
     await send_pending_refund(ctx, purchase_id)
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await get_purchase(uow.conn, Principal("admin"), purchase_id)

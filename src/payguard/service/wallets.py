@@ -11,7 +11,6 @@ from payguard import ledger
 from payguard.clock import isoformat, utcnow
 from payguard.errors import InsufficientBalance, NotFound
 from payguard.store.schema import accounts, entries, transfers, users
-from payguard.store.uow import UnitOfWork
 
 __all__ = ["adjust", "get_wallet", "list_entries"]
 
@@ -51,7 +50,7 @@ async def list_entries(conn: AsyncConnection, user_id: str, currency: str, *, li
     }
 
 
-async def adjust(uow: UnitOfWork, *, user_id: str, currency: str, amount: int | None,
+async def adjust(conn: AsyncConnection, *, user_id: str, currency: str, amount: int | None,
                  set_balance: int | None, reason: str) -> dict[str, Any]:
     """Credit or debit a wallet by ``amount``, or move it to ``set_balance``.
 
@@ -59,7 +58,6 @@ async def adjust(uow: UnitOfWork, *, user_id: str, currency: str, amount: int | 
     SQLite's write transaction is exclusive), so the recorded difference is exact even
     while purchases race it.
     """
-    conn = uow.conn
     if await conn.scalar(select(users.c.id).where(users.c.id == user_id)) is None:
         raise NotFound(f"no user {user_id!r}")
     now = utcnow()

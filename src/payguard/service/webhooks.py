@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import utcnow
 from payguard.errors import ValidationFailed
@@ -38,7 +39,7 @@ async def _find_purchase(ctx: AppContext, session: dict[str, Any]) -> str | None
     metadata = session.get("metadata") or {}
     candidates = [c for c in (metadata.get("purchase_id"), session.get("client_reference_id"))
                   if c]
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         row = (await uow.conn.execute(select(purchases.c.id, purchases.c.provider_session_id)
                                       .where(purchases.c.provider_session_id == session["id"])
                                       )).first()
@@ -103,20 +104,18 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
     # Unknown types are counted under one label, so a signed sender cannot grow the
     # metric's label set (or the log) with made-up types.
     label = event_type if event_type in HANDLED_EVENTS else "other"
-    metrics = ctx.extras.get("metrics")
 
     if await already_applied(ctx.db, "stripe", event_id):
         # A redelivery: answer without asking the provider again. The inbox insert in the
         # effects' transaction below stays the guard for deliveries racing this check.
-        if metrics is not None:
-            metrics.webhook_event(label, "duplicate")
+        ctx.metrics.webhook_event(label, "duplicate")
         return {"received": True, "duplicate": True}
 
     purchase_id = None
     if event_type in HANDLED_EVENTS and session_id:
         purchase_id = await _find_purchase(ctx, obj)
     session = None
-    if purchase_id is not None:
+    if purchase_id is not None and session_id:
         # The nudge: ask the provider for the truth. If it is unreachable we answer 503
         # and record nothing, so the provider delivers the event again later.
         session = await ctx.provider.retrieve_checkout_session(session_id)
@@ -138,31 +137,28 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
                                   type=event_type, object_id=session_id, outcome=outcome,
                                   now=utcnow()):
             await note_redelivery(uow.conn, provider="stripe", event_id=event_id)
-            await uow.commit()
             return True, "duplicate"
         if outcome == "pending":
             assert purchase_id is not None and session is not None
             outcome = await fulfil_in(uow, ctx, purchase_id, session)
-            await _set_outcome(uow, event_id, outcome)
+            await _set_outcome(uow.conn, event_id, outcome)
         elif outcome in ("expired", "failed"):
             assert purchase_id is not None
             reason = "checkout expired" if outcome == "expired" else "async payment failed"
-            closed = await close_pending_in(uow, purchase_id, outcome, reason=reason)
+            closed = await close_pending_in(uow.conn, purchase_id, outcome, reason=reason)
             if closed is None:
-                await _set_outcome(uow, event_id, "already_closed")
-        await uow.commit()
+                await _set_outcome(uow.conn, event_id, "already_closed")
         return False, outcome
 
-    duplicate, outcome = await ctx.db.run(apply)
-    if metrics is not None:
-        metrics.webhook_event(label, "duplicate" if duplicate else outcome)
+    duplicate, outcome = await ctx.db.transaction(apply)
+    ctx.metrics.webhook_event(label, "duplicate" if duplicate else outcome)
     if outcome == "refund" and purchase_id is not None:
         await send_pending_refund(ctx, purchase_id)
     log.info("webhook %s %s -> %s", event_id[:100], event_type[:100], outcome)
     return {"received": True, "duplicate": duplicate}
 
 
-async def _set_outcome(uow: UnitOfWork, event_id: str, outcome: str) -> None:
-    await uow.conn.execute(update(inbox_events).where(
+async def _set_outcome(conn: AsyncConnection, event_id: str, outcome: str) -> None:
+    await conn.execute(update(inbox_events).where(
         inbox_events.c.provider == "stripe", inbox_events.c.event_id == event_id
     ).values(outcome=outcome))

@@ -1,19 +1,29 @@
-"""The unit of work: one database transaction per command, rolled back unless committed.
+"""The one transaction rule: a use case's writes run in ``await db.transaction(fn)``.
 
-    async with db.unit_of_work() as uow:
-        await ledger.debit(uow.conn, ...)
-        await uow.commit()
+    async def book(uow: UnitOfWork) -> Transfer:
+        return await ledger.transfer(uow.conn, ...)   # never commits
 
-Transient failures (PostgreSQL serialization failures and deadlocks, SQLite busy) are
-retried with a bound by ``Database.run``, which re-runs the whole command function: a
-block that is half-done can't be resumed, only replayed from the start.
+    transfer = await ctx.db.transaction(book)        # commits when ``book`` returns
+
+``Database.transaction`` is the only place that commits. It opens a fresh transaction,
+calls ``fn(uow)``, commits when ``fn`` returns and rolls back when it raises; on a
+transient conflict (PostgreSQL serialization failure or deadlock, SQLite busy) it rolls
+back and calls ``fn`` again from the start, at most ``max_attempts`` times. That is why it
+takes a function and not an ``async with`` block: a block runs once, so a block that is
+half-done cannot be replayed, only a function can. ``fn`` must therefore be safe to run
+again from scratch: everything it did in the database was rolled back, and it must not
+call the payment provider or other outside systems (those calls go between transactions).
 
 A server that is gone, restarting or read-only (a failover: see ``store.availability``)
-gets the connection discarded and ``DatabaseUnavailable`` raised (503). ``Database.run``
-replays the command for up to ``unavailable_wait`` seconds first, but only while its
-COMMIT was never sent: a connection lost *during* COMMIT raises ``CommitOutcomeUnknown``
-and is never replayed here, because the commit may have applied. The caller's
-idempotency key settles it on the client's retry.
+gets the connection discarded and ``DatabaseUnavailable`` raised (503). ``transaction``
+replays ``fn`` for up to ``unavailable_wait`` seconds first, but only while its COMMIT was
+never sent: a connection lost *during* COMMIT raises ``CommitOutcomeUnknown`` and is never
+replayed here, because the commit may have applied. The caller's idempotency key settles it
+on the client's retry.
+
+Reads run in ``async with db.read() as uow:``; nothing there is ever committed (on
+PostgreSQL the transaction is READ ONLY, so a stray write fails loudly instead of being
+rolled back in silence).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ T = TypeVar("T")
 log = logging.getLogger("payguard.store")
 
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+READ_ONLY_VIOLATION = "25006"
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -55,15 +66,17 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 class UnitOfWork:
-    """An open transaction. ``conn`` is for the primitives; only the service commits."""
+    """An open transaction, handed to the functions that run inside it.
+
+    ``conn`` is for the primitives. It has no commit method: the ``Database`` that opened
+    the transaction commits it when the use case's function returns.
+    """
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-        self.committed = False
         # Set just before COMMIT is sent: from then on a lost connection leaves the
         # outcome unknown, and the transaction must not be replayed blindly.
         self.commit_started = False
-        # Callbacks run after a successful commit (e.g. wake the outbox dispatcher).
         self._after_commit: list[Callable[[], None]] = []
 
     @property
@@ -71,28 +84,27 @@ class UnitOfWork:
         return self.conn.dialect.name
 
     def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this transaction has committed (not if it rolls back),
+        e.g. to wake the outbox dispatcher for a message written here."""
         self._after_commit.append(callback)
 
-    async def commit(self) -> None:
-        self.commit_started = True
-        await self.conn.commit()
-        self.committed = True
+    def _committed(self) -> None:
         for callback in self._after_commit:
-            callback()
-
-    async def rollback(self) -> None:
-        await self.conn.rollback()
+            try:
+                callback()
+            except Exception:  # the data is committed; a failed nudge must not hide that
+                log.exception("after-commit callback %r failed", callback)
 
 
 class Database:
-    """Owns the engine; hands out units of work. One per app, created at startup."""
+    """Owns the engine; runs transactions. One per process, built by ``payguard.bootstrap``."""
 
     def __init__(self, engine: AsyncEngine, *, max_attempts: int = 8,
                  unavailable_wait: float = 2.0) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
-        # Seconds ``run`` keeps replaying a command that found no writable server before
-        # answering 503 (a failover usually needs a few seconds; the client retries after).
+        # Seconds ``transaction`` keeps replaying a function that found no writable server
+        # before answering 503 (a failover usually needs a few seconds; the client retries).
         self.unavailable_wait = unavailable_wait
         self.probe = ServerProbe(engine)
 
@@ -104,53 +116,16 @@ class Database:
         """Which server we are connected to and whether it takes writes (cached briefly)."""
         return await self.probe.status()
 
-    @asynccontextmanager
-    async def unit_of_work(self, *, readonly: bool = False) -> AsyncIterator[UnitOfWork]:
-        uow: UnitOfWork | None = None
-        try:
-            async with self.engine.connect() as conn:
-                if readonly and self.dialect == "sqlite":
-                    await conn.execution_options(sqlite_begin="DEFERRED")
-                try:
-                    await conn.begin()
-                    uow = UnitOfWork(conn)
-                    try:
-                        yield uow
-                    finally:
-                        if not uow.committed and conn.in_transaction():
-                            await conn.rollback()
-                except BaseException as exc:
-                    if is_unavailable(exc):
-                        # Never hand this connection out again: it points at a dead,
-                        # restarting or read-only server.
-                        await _invalidate(conn)
-                    raise
-        except Exception as exc:
-            if isinstance(exc, DatabaseUnavailable) or not is_unavailable(exc):
-                raise
-            self.probe.forget()
-            if uow is not None and uow.commit_started and not uow.committed:
-                raise CommitOutcomeUnknown(
-                    "the database connection was lost during COMMIT; retry with the same "
-                    "Idempotency-Key to get the outcome"
-                ) from exc
-            error = DatabaseUnavailable("no writable database server is reachable right now")
-            error.nothing_committed = uow is None or not uow.commit_started
-            raise error from exc
-
-    async def run(self, fn: Callable[[UnitOfWork], Awaitable[T]], *,
-                  readonly: bool = False) -> T:
-        """Run ``fn`` in a fresh unit of work, replaying it on transient conflicts.
-
-        ``fn`` must commit itself; anything it leaves uncommitted is rolled back.
-        """
+    async def transaction(self, fn: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        """Run ``fn`` in a fresh transaction: commit when it returns, roll back when it
+        raises, and replay it from the start on a transient conflict (bounded) or while no
+        writable server answers (for ``unavailable_wait`` seconds, never after COMMIT)."""
         attempt = 0
         unavailable_since: float | None = None
         while True:
             attempt += 1
             try:
-                async with self.unit_of_work(readonly=readonly) as uow:
-                    return await fn(uow)
+                return await self._attempt(fn)
             except DatabaseUnavailable as exc:
                 # Replay only what certainly did not commit, and only for a while.
                 if not exc.nothing_committed:
@@ -172,8 +147,79 @@ class Database:
                          attempt)
                 await asyncio.sleep(delay)
 
+    async def _attempt(self, fn: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        uow: UnitOfWork | None = None
+        try:
+            async with self.engine.connect() as conn:
+                try:
+                    await conn.begin()
+                    uow = UnitOfWork(conn)
+                    # An exception (or a cancellation) leaves the transaction uncommitted:
+                    # closing the connection rolls it back.
+                    result = await fn(uow)
+                    uow.commit_started = True
+                    await conn.commit()  # the one commit of a use case's writes
+                except BaseException as exc:
+                    if is_unavailable(exc):
+                        # Never hand this connection out again: it points at a dead,
+                        # restarting or read-only server.
+                        await _invalidate(conn)
+                    raise
+                uow._committed()
+                return result
+        except Exception as exc:
+            translated = self._unavailable(exc, uow)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[UnitOfWork]:
+        """A read-only transaction for queries; it is never committed.
+
+        SQLite: ``BEGIN DEFERRED`` (no write lock, a consistent WAL snapshot). PostgreSQL:
+        ``BEGIN READ ONLY``, so a write here is refused instead of silently discarded.
+        """
+        try:
+            async with self.engine.connect() as conn:
+                try:
+                    if self.dialect == "sqlite":
+                        await conn.execution_options(sqlite_begin="DEFERRED")
+                    elif self.dialect == "postgresql":
+                        await conn.execution_options(postgresql_readonly=True)
+                    await conn.begin()
+                    yield UnitOfWork(conn)
+                except BaseException as exc:
+                    if is_unavailable(exc) and not _wrote_in_a_read(exc):
+                        await _invalidate(conn)
+                    raise
+        except Exception as exc:
+            translated = exc if _wrote_in_a_read(exc) else self._unavailable(exc, None)
+            if translated is exc:
+                raise  # not the server's fault (e.g. a write in a read: a caller's bug)
+            raise translated from exc
+
+    def _unavailable(self, exc: Exception, uow: UnitOfWork | None) -> Exception:
+        """``exc`` itself, or the ``DatabaseUnavailable`` it means."""
+        if isinstance(exc, DatabaseUnavailable) or not is_unavailable(exc):
+            return exc
+        self.probe.forget()
+        if uow is not None and uow.commit_started:
+            return CommitOutcomeUnknown(
+                "the database connection was lost during COMMIT; retry with the same "
+                "Idempotency-Key to get the outcome")
+        error = DatabaseUnavailable("no writable database server is reachable right now")
+        error.nothing_committed = True
+        return error
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _wrote_in_a_read(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) == \
+        READ_ONLY_VIOLATION and "read-only transaction" in str(exc)
 
 
 async def _invalidate(conn: AsyncConnection) -> None:

@@ -7,6 +7,7 @@ import asyncio
 from payguard.locks.advisory import advisory_xact_lock, try_advisory_xact_lock
 from payguard.store.uow import Database
 from tests.integration.locks.conftest import migrated
+from tests.support.db import committed
 
 
 async def test_advisory_lock_excludes_until_commit(pg_url: str) -> None:
@@ -17,24 +18,21 @@ async def test_advisory_lock_excludes_until_commit(pg_url: str) -> None:
         release_first = asyncio.Event()
 
         async def first() -> None:
-            async with database.unit_of_work() as uow:
+            async with committed(database) as uow:
                 await advisory_xact_lock(uow.conn, "section")
                 order.append("first in")
                 first_in.set()
                 await release_first.wait()
                 order.append("first out")
-                await uow.commit()
 
         async def second() -> None:
             await first_in.wait()
-            async with database.unit_of_work() as uow:
+            async with committed(database) as uow:
                 assert not await try_advisory_xact_lock(uow.conn, "section")
                 assert await try_advisory_xact_lock(uow.conn, "another section")
-                await uow.commit()
-            async with database.unit_of_work() as uow:
+            async with committed(database) as uow:
                 await advisory_xact_lock(uow.conn, "section")  # blocks until first commits
                 order.append("second in")
-                await uow.commit()
 
         tasks = [asyncio.create_task(first()), asyncio.create_task(second())]
         await first_in.wait()
@@ -42,8 +40,7 @@ async def test_advisory_lock_excludes_until_commit(pg_url: str) -> None:
         release_first.set()
         await asyncio.gather(*tasks)
         assert order == ["first in", "first out", "second in"]
-        async with database.unit_of_work() as uow:  # released by the commits
+        async with committed(database) as uow:  # released by the commits
             assert await try_advisory_xact_lock(uow.conn, "section")
-            await uow.commit()
     finally:
         await database.dispose()

@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.locks import StaleFencingToken
 from payguard.locks.fencing import advance_fence
-from payguard.store.uow import Database
+from payguard.store.uow import Database, UnitOfWork
 from tests.integration.locks.conftest import LockEnv
+from tests.support.db import committed
 
 # A test-only table standing in for whatever a service protects with a lock.
 _meta = MetaData()
@@ -29,11 +30,10 @@ async def _setup(database: Database) -> None:
 
 async def _write(database: Database, token: int, body: str) -> None:
     """The protected write: fence check and update in one transaction."""
-    async with database.unit_of_work() as uow:
+    async with committed(database) as uow:
         await advance_fence(uow.conn, "doc", token)
         await uow.conn.execute(update(documents).where(documents.c.id == "doc")
                                .values(body=body, version=documents.c.version + 1))
-        await uow.commit()
 
 
 async def _read(conn: AsyncConnection) -> tuple[str, int]:
@@ -74,14 +74,13 @@ async def test_paused_holder_cannot_overwrite_the_new_holders_work(lock_env: Loc
 
 async def test_advance_fence_accepts_equal_and_newer_and_refuses_older(
         database: Database) -> None:
-    async with database.unit_of_work() as uow:
+    async with committed(database) as uow:
         await advance_fence(uow.conn, "r", 5)
         await advance_fence(uow.conn, "r", 5)  # the same holder writing twice
         await advance_fence(uow.conn, "r", 7)
         with pytest.raises(StaleFencingToken):
             await advance_fence(uow.conn, "r", 6)
         await advance_fence(uow.conn, "other", 1)  # resources are independent
-        await uow.commit()
 
 
 async def test_concurrent_writers_end_on_the_highest_token(database: Database) -> None:
@@ -90,13 +89,12 @@ async def test_concurrent_writers_end_on_the_highest_token(database: Database) -
     accepted: list[int] = []
 
     async def writer(token: int) -> None:
-        async def fn(uow: object) -> None:
-            conn = uow.conn  # type: ignore[attr-defined]
-            await advance_fence(conn, "hot", token)
-            await uow.commit()  # type: ignore[attr-defined]
-            accepted.append(token)
+        async def fn(uow: UnitOfWork) -> None:
+            await advance_fence(uow.conn, "hot", token)
+            # Recorded at the commit itself, so `accepted` is in commit order.
+            uow.after_commit(lambda: accepted.append(token))
         try:
-            await database.run(fn)  # type: ignore[arg-type]
+            await database.transaction(fn)
         except StaleFencingToken:
             pass
 

@@ -21,9 +21,8 @@ async def enqueue_committed(db: Database, key: str, *, recipient: str = "ann@exa
                                 recipient=recipient, subject=f"Order {key}",
                                 body=f"Body of {key}\n", purchase_id=f"p-{key}",
                                 user_id=user_id, now=now)
-        await uow.commit()
         return created
-    return await db.run(fn)
+    return await db.transaction(fn)
 
 
 async def enqueue_raced(dbs: list[Database], key: str, times: int = 10, **kw: Any) -> list[bool]:
@@ -33,6 +32,6 @@ async def enqueue_raced(dbs: list[Database], key: str, times: int = 10, **kw: An
 
 
 async def outbox_rows(db: Database) -> list[dict[str, Any]]:
-    async with db.unit_of_work(readonly=True) as uow:
+    async with db.read() as uow:
         result = await uow.conn.execute(select(outbox_messages).order_by(outbox_messages.c.id))
         return [dict(r) for r in result.mappings().all()]

@@ -9,6 +9,7 @@ import pytest
 
 from payguard.outbox import enqueue
 from payguard.store.uow import Database
+from tests.support.db import uncommitted
 
 from .helpers import enqueue_raced, outbox_rows
 
@@ -33,7 +34,7 @@ async def test_distinct_keys_raced_each_make_one_row(database: Database) -> None
 
 
 async def test_enqueue_never_commits(database: Database) -> None:
-    async with database.unit_of_work() as uow:
+    async with uncommitted(database) as uow:
         assert await enqueue(uow.conn, dedupe_key="k", kind="x", recipient="a@b.example",
                              subject="s", body="b") is True
         # Same transaction, same key: the constraint answers, not a prior read.
@@ -53,6 +54,6 @@ async def test_enqueue_never_commits(database: Database) -> None:
 async def test_enqueue_refuses_bad_messages(database: Database, kwargs: dict[str, str]) -> None:
     values: dict[str, Any] = {"dedupe_key": "k", "kind": "x", "recipient": "a@b.example",
                               "subject": "s", "body": "b", **kwargs}
-    async with database.unit_of_work() as uow:
+    async with uncommitted(database) as uow:
         with pytest.raises(ValueError):
             await enqueue(uow.conn, **values)

@@ -12,7 +12,7 @@ from .helpers import enqueue_committed, enqueue_raced, outbox_rows
 
 
 async def mailbox(db: Database, **kw: object) -> list[dict[str, object]]:
-    async with db.unit_of_work(readonly=True) as uow:
+    async with db.read() as uow:
         return await list_mailbox(uow.conn, **kw)  # type: ignore[arg-type]
 
 

@@ -17,9 +17,8 @@ from tests.integration.outbox.helpers import enqueue_committed, outbox_rows
 async def _requeue(db: Database, message_id: int) -> bool:
     async def fn(uow: UnitOfWork) -> bool:
         done = await requeue_dead(uow.conn, message_id, now=utcnow())
-        await uow.commit()
         return done
-    return await db.run(fn)
+    return await db.transaction(fn)
 
 
 async def test_concurrent_retries_requeue_a_dead_message_once(
@@ -31,8 +30,7 @@ async def test_concurrent_retries_requeue_a_dead_message_once(
     async def kill(uow: UnitOfWork) -> None:
         await uow.conn.execute(update(outbox_messages).where(outbox_messages.c.id == dead["id"])
                                .values(state="dead", attempts=10, last_error="550 no"))
-        await uow.commit()
-    await database.run(kill)
+    await database.transaction(kill)
 
     dbs = [database, *peer_databases]
     results = await asyncio.gather(*(_requeue(dbs[i % 3], dead["id"]) for i in range(12)))

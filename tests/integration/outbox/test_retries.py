@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from payguard.config import Settings
 from payguard.outbox import ClaimedMessage, OutboxDispatcher, SmtpTransport, claims, message_id
 from payguard.store.uow import Database
+from tests.support.db import committed
 
 from .conftest import FakeClock, SmtpServer
 from .helpers import enqueue_committed, outbox_rows
@@ -87,10 +88,9 @@ async def test_claim_of_a_crashed_dispatcher_lapses_and_is_taken_over(
         database: Database, smtp_server: SmtpServer, clock: FakeClock) -> None:
     await enqueue_committed(database, "k1", now=clock())
     # A dispatcher claims, then dies before sending: only the lease remains.
-    async with database.unit_of_work() as uow:
+    async with committed(database) as uow:
         [claimed] = await claims.claim_batch(uow.conn, now=clock(), lease=timedelta(seconds=60),
                                              limit=10, max_attempts=10)
-        await uow.commit()
     d = OutboxDispatcher(database, Settings(smtp_url=smtp_server.url), clock=clock, lease=60)
     clock.advance(59)
     assert await d.run_once() == NOTHING  # still leased
@@ -100,19 +100,17 @@ async def test_claim_of_a_crashed_dispatcher_lapses_and_is_taken_over(
     assert (row["state"], row["attempts"]) == ("sent", 2)
     assert len(smtp_server.messages) == 1
     # The dead dispatcher, were it to wake up, can no longer touch the row.
-    async with database.unit_of_work() as uow:
+    async with committed(database) as uow:
         assert await claims.mark_failed(uow.conn, claimed, error="late", retry_at=None) is False
-        await uow.commit()
     assert (await only_row(database))["state"] == "sent"
 
 
 async def test_abandoned_final_attempt_goes_dead(database: Database, smtp_server: SmtpServer,
                                                  clock: FakeClock) -> None:
     await enqueue_committed(database, "k1", now=clock())
-    async with database.unit_of_work() as uow:
+    async with committed(database) as uow:
         await claims.claim_batch(uow.conn, now=clock(), lease=timedelta(seconds=60), limit=10,
                                  max_attempts=1)
-        await uow.commit()
     d = OutboxDispatcher(database, Settings(smtp_url=smtp_server.url), clock=clock,
                          max_attempts=1)
     clock.advance(61)
@@ -206,10 +204,9 @@ async def test_a_lapsed_claim_cannot_touch_the_row_while_its_successor_sends(
     lease = timedelta(seconds=60)
 
     async def claim() -> list[ClaimedMessage]:
-        async with database.unit_of_work() as uow:
+        async with committed(database) as uow:
             batch = await claims.claim_batch(uow.conn, now=clock(), lease=lease, limit=10,
                                              max_attempts=10)
-            await uow.commit()
             return batch
 
     [first] = await claim()
@@ -218,19 +215,17 @@ async def test_a_lapsed_claim_cannot_touch_the_row_while_its_successor_sends(
     [second] = await claim()  # the lease lapsed: taken over while `first` still runs
     assert (first.attempt, second.attempt) == (1, 2)
 
-    async with database.unit_of_work() as uow:
+    async with committed(database) as uow:
         # Were these to succeed, the successor's claim would be cleared mid-send and a
         # third dispatcher could claim and send the message again.
         assert await claims.mark_failed(uow.conn, first, error="x",
                                         retry_at=clock()) is False
         assert await claims.release(uow.conn, first) is False
         assert await claims.mark_sent(uow.conn, first, now=clock()) is False
-        await uow.commit()
     row = await only_row(database)
     assert (row["state"], row["attempts"], row["last_error"]) == ("pending", 2, None)
     assert aware(row["claimed_until"]) == second.claimed_until  # type: ignore[arg-type]
 
-    async with database.unit_of_work() as uow:
+    async with committed(database) as uow:
         assert await claims.mark_sent(uow.conn, second, now=clock()) is True
-        await uow.commit()
     assert (await only_row(database))["state"] == "sent"

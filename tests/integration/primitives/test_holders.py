@@ -21,16 +21,14 @@ async def _claim(db: Database, now: datetime, holder: str) -> store.ClaimResult:
         r = await store.claim(uow.conn, principal="u", key="k", fingerprint=FP, method="POST",
                               path="/x", now=now, ttl=3600, lock_timeout=60,
                               holder_id=holder, holder_lease=LEASE)
-        await uow.commit()
         return r
-    return await db.run(tx)
+    return await db.transaction(tx)
 
 
 async def _register(db: Database, holder: str, at: datetime) -> None:
     async def tx(uow: UnitOfWork) -> None:
         await register(uow.conn, holder, at)
-        await uow.commit()
-    await db.run(tx)
+    await db.transaction(tx)
 
 
 async def test_a_dead_holders_claim_is_taken_over_after_the_lease(database: Database) -> None:
@@ -54,7 +52,7 @@ async def test_a_dead_holders_claim_is_taken_over_after_the_lease(database: Data
         return await store.finish(uow.conn, first.claim, StoredResponse(201, b"{}", {}), at)
 
     # hld_a resumes (it was only frozen): its claim is gone, it can't complete the key.
-    assert await database.run(finish) is False
+    assert await database.transaction(finish) is False
 
 
 async def test_a_live_but_stuck_holder_keeps_its_claim_until_the_lock_timeout(
@@ -77,9 +75,8 @@ async def test_a_retired_holders_claim_is_takeable_at_once(database: Database) -
 
     async def gone(uow: UnitOfWork) -> None:
         await retire(uow.conn, "hld_a")
-        await uow.commit()
 
-    await database.run(gone)
+    await database.transaction(gone)
     assert (await _claim(database, t0 + timedelta(seconds=0.1), "hld_b")).kind == "claimed"
 
 
@@ -106,9 +103,8 @@ async def test_a_released_claim_keeps_its_recovery_point_for_the_retry(
         assert first.claim is not None
         assert await store.advance(uow.conn, first.claim, "reserved", t0, purchase_id="pur_1")
         assert await store.release(uow.conn, first.claim)
-        await uow.commit()
 
-    await database.run(progress_then_release)
+    await database.transaction(progress_then_release)
     # The retry (any process, at once) resumes from the reserved purchase, not from scratch.
     retry = await _claim(database, t0 + timedelta(seconds=0.1), "hld_b")
     assert retry.kind == "claimed" and retry.claim is not None
@@ -117,8 +113,7 @@ async def test_a_released_claim_keeps_its_recovery_point_for_the_retry(
     async def release_fresh(uow: UnitOfWork) -> None:
         assert retry.claim is not None
         assert await store.release(uow.conn, retry.claim)
-        await uow.commit()
 
-    await database.run(release_fresh)
+    await database.transaction(release_fresh)
     again = await _claim(database, t0 + timedelta(seconds=0.2), "hld_c")
     assert again.claim is not None and again.claim.recovered

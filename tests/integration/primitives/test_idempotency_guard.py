@@ -23,7 +23,7 @@ def _guard(db: Database, **kw: float) -> IdempotencyGuard:
 
 
 async def _count_effects(db: Database) -> int:
-    async with db.unit_of_work(readonly=True) as uow:
+    async with db.read() as uow:
         return int(await uow.conn.scalar(select(func.count()).select_from(fences)) or 0)
 
 
@@ -61,9 +61,8 @@ async def test_a_dead_claim_is_taken_over_only_after_the_lock_timeout(database: 
                                   method="POST", path="/x",
                                   now=now + timedelta(seconds=at_offset), ttl=3600,
                                   lock_timeout=10)
-            await uow.commit()
             return r
-        return await database.run(tx)
+        return await database.transaction(tx)
 
     first = await claim(0)
     assert first.kind == "claimed"
@@ -77,7 +76,7 @@ async def test_a_dead_claim_is_taken_over_only_after_the_lock_timeout(database: 
         assert first.claim is not None
         return await store.finish(uow.conn, first.claim, StoredResponse(201, b"{}", {}), now)
 
-    assert await database.run(finish) is False
+    assert await database.transaction(finish) is False
 
 
 async def test_a_lost_claim_rolls_back_its_effects(database: Database) -> None:

@@ -15,6 +15,7 @@ from payguard import ledger
 from payguard.errors import InsufficientBalance
 from payguard.store.schema import accounts, entries
 from payguard.store.uow import Database, UnitOfWork
+from tests.support.db import uncommitted
 
 PRICE = 300
 
@@ -30,10 +31,9 @@ async def _funded_wallet(db: Database, amount: int) -> tuple[str, str]:
         await ledger.ensure_platform_account(uow.conn, "revenue", "USD")
         await ledger.transfer(uow.conn, debit=funding, credit=wallet, amount=amount,
                               currency="USD", kind="adjustment")
-        await uow.commit()
         return wallet, ledger.platform_account_id("revenue", "USD")
 
-    return await db.run(tx)
+    return await db.transaction(tx)
 
 
 async def test_concurrent_debits_never_overdraw(database: Database) -> None:
@@ -46,14 +46,13 @@ async def test_concurrent_debits_never_overdraw(database: Database) -> None:
                                       currency="USD", kind="purchase")
             except InsufficientBalance:
                 return False
-            await uow.commit()
             return True
 
-        return await database.run(tx)
+        return await database.transaction(tx)
 
     results = await asyncio.gather(*(buy() for _ in range(40)))
     assert results.count(True) == 10
-    async with database.unit_of_work(readonly=True) as uow:
+    async with database.read() as uow:
         balance = await uow.conn.scalar(select(accounts.c.balance).where(accounts.c.id == wallet))
         journal = await uow.conn.scalar(
             select(func.sum(entries.c.amount)).where(entries.c.account_id == wallet))
@@ -68,7 +67,7 @@ async def test_the_database_refuses_a_negative_wallet_even_without_the_guard(
 ) -> None:
     wallet, _ = await _funded_wallet(database, 100)
     with pytest.raises(Exception, match=r"(?i)check"):
-        async with database.unit_of_work() as uow:
+        async with uncommitted(database) as uow:
             await uow.conn.execute(
                 update(accounts).where(accounts.c.id == wallet).values(balance=-1))
 
@@ -96,7 +95,7 @@ async def test_naive_read_modify_write_loses_money_under_the_same_race(
                 sold += 1
 
     await asyncio.gather(*(naive_buy() for _ in range(40)))
-    async with database.unit_of_work(readonly=True) as uow:
+    async with database.read() as uow:
         balance = await uow.conn.scalar(select(accounts.c.balance).where(accounts.c.id == wallet))
     # Money was lost: more goods were sold than the balance that actually went down pays for.
     assert sold * PRICE > 10 * PRICE - balance

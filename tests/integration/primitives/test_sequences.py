@@ -8,23 +8,29 @@ from payguard import sequences
 from payguard.store.uow import Database, UnitOfWork
 
 
+class PaymentFailed(Exception):
+    """Raised after a number was taken: the transaction rolls back and gives it back."""
+
+
 async def test_concurrent_takers_with_rollbacks_leave_no_gap(database: Database) -> None:
     async def take(i: int) -> int | None:
-        async def tx(uow: UnitOfWork) -> int | None:
+        async def tx(uow: UnitOfWork) -> int:
             value = await sequences.next_value(uow.conn, "receipt", "2026")
             await asyncio.sleep(0)  # let others queue on the row
             if i % 4 == 0:
-                return None  # the payment failed after taking its number: roll back
-            await uow.commit()
+                raise PaymentFailed
             return value
 
-        return await database.run(tx)
+        try:
+            return await database.transaction(tx)
+        except PaymentFailed:
+            return None
 
     results = await asyncio.gather(*(take(i) for i in range(80)))
     committed = sorted(v for v in results if v is not None)
     assert len(committed) == 60
     assert committed == list(range(1, 61))
-    async with database.unit_of_work(readonly=True) as uow:
+    async with database.read() as uow:
         assert await sequences.peek(uow.conn, "receipt", "2026") == 60
 
 
@@ -32,10 +38,9 @@ async def test_each_period_starts_at_one(database: Database) -> None:
     async def tx(uow: UnitOfWork) -> list[int]:
         out = [await sequences.next_value(uow.conn, "receipt", p)
                for p in ("2025", "2025", "2026", "2025", "2026")]
-        await uow.commit()
         return out
 
-    assert await database.run(tx) == [1, 2, 1, 3, 2]
+    assert await database.transaction(tx) == [1, 2, 1, 3, 2]
 
 
 def test_format_number() -> None:

@@ -10,16 +10,21 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from payguard.api.problems import render_error
 from payguard.clock import utcnow
 from payguard.config import Settings
 from payguard.errors import ProviderUnavailable
+from payguard.holders import Heartbeat
+from payguard.idempotency import IdempotencyGuard
 from payguard.locks import LockService
 from payguard.locks.local import LocalBackend
+from payguard.outbox import OutboxDispatcher
 from payguard.service import users
 from payguard.service.context import AppContext
 from payguard.service.reconcile import backoff_seconds, reconcile
 from payguard.store.schema import idempotency_keys, purchases
 from payguard.store.uow import Database, UnitOfWork
+from payguard.telemetry import NO_METRICS
 
 
 class DownProvider:
@@ -41,11 +46,13 @@ class DownProvider:
 
 
 def _ctx(database: Database, provider: DownProvider) -> AppContext:
-    ctx = AppContext(settings=Settings(stuck_after=60, idempotency_lock_timeout=30),
-                     db=database, guard=None, admin_token="t")  # type: ignore[arg-type]
-    ctx.locks = LockService(LocalBackend())
-    ctx.provider = provider
-    return ctx
+    settings = Settings(stuck_after=60, idempotency_lock_timeout=30)
+    return AppContext(
+        settings=settings, db=database,
+        guard=IdempotencyGuard(database, ttl=3600, lock_timeout=30, render_error=render_error),
+        locks=LockService(LocalBackend()), provider=provider,  # type: ignore[arg-type]
+        outbox=OutboxDispatcher(database, settings), metrics=NO_METRICS, admin_token="t",
+        heartbeat=Heartbeat(database, lease=settings.holder_lease))
 
 
 async def _seed(database: Database) -> dict[str, str]:
@@ -53,7 +60,7 @@ async def _seed(database: Database) -> dict[str, str]:
     old = utcnow() - timedelta(hours=2)
 
     async def tx(uow: UnitOfWork) -> dict[str, str]:
-        user = await users.create_user(uow, email="a@t.test", name=None, currency="USD")
+        user = await users.create_user(uow.conn, email="a@t.test", name=None, currency="USD")
         uid = user["id"]
         for pid, created, session in (("pur_stuck", old, "cs_stuck"),
                                       ("pur_fresh", utcnow(), "cs_fresh")):
@@ -79,10 +86,9 @@ async def _seed(database: Database) -> dict[str, str]:
              "locked_at": utcnow()},
         ]:  # one by one: an executemany would take the first row's columns for all
             await uow.conn.execute(insert(idempotency_keys).values(**row))
-        await uow.commit()
         return {"user_id": uid}
 
-    return await database.run(tx)
+    return await database.transaction(tx)
 
 
 async def test_provider_down_backs_off_and_dead_keys_are_repaired(database: Database) -> None:
@@ -98,7 +104,7 @@ async def test_provider_down_backs_off_and_dead_keys_are_repaired(database: Data
     assert (run["keys_completed"], run["keys_rolled_back"]) == (1, 1)
     assert all(r == dict.fromkeys(r, 0) | {"skipped": True} for r in runs if r["skipped"])
 
-    async with database.unit_of_work(readonly=True) as uow:
+    async with database.read() as uow:
         stuck = (await uow.conn.execute(
             select(purchases).where(purchases.c.id == "pur_stuck"))).one()
         keys = {k.key: k for k in await uow.conn.execute(select(idempotency_keys))}

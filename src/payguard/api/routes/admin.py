@@ -32,7 +32,7 @@ router = APIRouter(prefix="/api/admin", tags=["admin"])
 @router.post("/users", status_code=201)
 async def create_user(body: UserIn, request: Request, ctx: Ctx, admin: Admin) -> Response:
     async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
-        user = await users.create_user(uow, email=body.email, name=body.name,
+        user = await users.create_user(uow.conn, email=body.email, name=body.name,
                                        currency=ctx.settings.currency)
         return secret_response(user, 201)
 
@@ -45,7 +45,7 @@ async def create_product(body: ProductIn, request: Request, ctx: Ctx, admin: Adm
 
     async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
         product = await catalog.create_product(
-            uow, sku=body.sku, name=body.name, price=body.price,
+            uow.conn, sku=body.sku, name=body.name, price=body.price,
             currency=(body.currency or ctx.settings.currency).upper(), items=body.items,
         )
         return json_response(product, 201)
@@ -57,7 +57,7 @@ async def create_product(body: ProductIn, request: Request, ctx: Ctx, admin: Adm
 async def add_items(product_id: str, body: ItemsIn, request: Request, ctx: Ctx,
                     admin: Admin) -> Response:
     async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
-        return json_response(await catalog.add_items(uow, product_id, body.items))
+        return json_response(await catalog.add_items(uow.conn, product_id, body.items))
 
     return await run_idempotent(request, ctx, admin, effects, required=False)
 
@@ -69,7 +69,7 @@ async def create_program(body: ProgramIn, request: Request, ctx: Ctx, admin: Adm
 
     async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
         program = await catalog.create_program(
-            uow, title=body.title, full_price=body.full_price,
+            uow.conn, title=body.title, full_price=body.full_price,
             currency=(body.currency or ctx.settings.currency).upper(),
             class_rep_limit=body.class_rep_limit, class_rep_discount=body.class_rep_discount,
             early_bird_discount=body.early_bird_discount,
@@ -88,7 +88,7 @@ async def adjust_wallet(user_id: str, body: AdjustmentIn, request: Request, ctx:
 
     async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
         result = await wallets.adjust(
-            uow, user_id=user_id, currency=(body.currency or ctx.settings.currency).upper(),
+            uow.conn, user_id=user_id, currency=(body.currency or ctx.settings.currency).upper(),
             amount=body.amount, set_balance=body.set_balance, reason=body.reason,
         )
         return json_response(result, 201)
@@ -100,7 +100,7 @@ async def adjust_wallet(user_id: str, body: AdjustmentIn, request: Request, ctx:
 async def refund_purchase(purchase_id: str, body: RefundIn, request: Request, ctx: Ctx,
                           admin: Admin) -> Response:
     request.state.purchase_id = purchase_id
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         method = await uow.conn.scalar(
             select(purchases_table.c.payment_method).where(purchases_table.c.id == purchase_id))
     if method == "card":
@@ -112,7 +112,7 @@ async def refund_purchase(purchase_id: str, body: RefundIn, request: Request, ct
         return await run_idempotent_phased(request, ctx, admin, phased, required=True)
 
     async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
-        refunded = await refunds.refund_wallet_purchase(uow, purchase_id, body.reason)
+        refunded = await refunds.refund_wallet_purchase(uow.conn, purchase_id, body.reason)
         return json_response(refunded)
 
     return await run_idempotent(request, ctx, admin, effects, required=True)
@@ -120,7 +120,7 @@ async def refund_purchase(purchase_id: str, body: RefundIn, request: Request, ct
 
 @router.get("/sequences")
 async def sequences(ctx: Ctx, _admin: Admin) -> list[dict[str, Any]]:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         rows = await list_sequences(uow.conn)
     for row in rows:
         row["next_number"] = format_next(ctx.settings, str(row["series"]), str(row["period"]),
@@ -130,5 +130,5 @@ async def sequences(ctx: Ctx, _admin: Admin) -> list[dict[str, Any]]:
 
 @router.get("/audit")
 async def audit(ctx: Ctx, _admin: Admin) -> dict[str, Any]:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await run_audit(uow.conn)

@@ -72,7 +72,7 @@ async def purchases(
     f = admin_purchases.PurchaseFilter(status=status, user_id=user_id, kind=kind,
                                        since=since, until=until, q=q.strip() if q else None)
     after = parse_cursor(cursor)
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await admin_purchases.search_purchases(uow.conn, f, limit=limit, cursor=after)
 
 
@@ -81,7 +81,7 @@ async def purchase_detail(purchase_id: Annotated[str, Path(pattern=ID_PATTERN)],
                           _admin: Admin) -> dict[str, Any]:
     """A purchase with its ledger entries, receipt, items, provider session, webhook
     events, emails and idempotency keys."""
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await admin_purchases.purchase_detail(uow.conn, purchase_id)
 
 
@@ -95,7 +95,7 @@ async def users(
 ) -> dict[str, Any]:
     """Users newest first, each with the balance of their wallet in the default currency."""
     after = parse_cursor(cursor)
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await admin_users.list_users(uow.conn, ctx.settings.currency, q=q, limit=limit,
                                             cursor=after)
 
@@ -108,7 +108,7 @@ async def user_journal(
 ) -> dict[str, Any]:
     """The user and their wallet journal, newest entry first."""
     after = parse_serial(cursor)
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await admin_users.user_journal(uow.conn, user_id, ctx.settings.currency,
                                               limit=limit, cursor=after)
 
@@ -118,7 +118,7 @@ async def webhook_inbox(ctx: Ctx, _admin: Admin, state: InboxState | None = None
                         limit: Limit = 50, cursor: TimeCursor = None) -> dict[str, Any]:
     """Webhook events newest first, each once with its outcome and delivery count."""
     after = parse_cursor(cursor)
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await list_events(uow.conn, state=state, limit=limit, cursor=after)
 
 
@@ -128,7 +128,7 @@ async def outbox(ctx: Ctx, _admin: Admin, state: admin_outbox.OutboxState | None
     """Outbox messages newest first: pending (``retrying`` once one attempt failed), sent,
     dead."""
     after = parse_serial(cursor)
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await admin_outbox.list_messages(uow.conn, state=state, limit=limit,
                                                 cursor=after)
 
@@ -148,12 +148,12 @@ async def retry_email(message_id: Annotated[str, Path(pattern=SERIAL_CURSOR_PATT
 @router.get("/programs", response_model=list[AdminProgram])
 async def programs(ctx: Ctx, _admin: Admin) -> list[dict[str, Any]]:
     """Programs with class-rep seats sold, held by open checkouts, and left."""
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await admin_catalog.programs_with_seats(uow.conn)
 
 
 @router.get("/products", response_model=list[AdminProduct])
 async def products(ctx: Ctx, _admin: Admin) -> list[dict[str, Any]]:
     """Products with their stock items by state."""
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await admin_catalog.products_with_stock(uow.conn)

@@ -64,5 +64,5 @@ async def phonepe_callback(request: Request, ctx: Ctx) -> Response:
 async def mailbox(ctx: Ctx, user: User,
                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
     """Emails delivered to the local mailbox (when no SMTP server is configured)."""
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await list_mailbox(uow.conn, user_id=user.user_id, limit=limit)

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from payguard.api.deps import Admin, Ctx, json_response, run_idempotent_phased
 from payguard.idempotency import Claim, StoredResponse
-from payguard.metrics import CONTENT_TYPE_LATEST
+from payguard.metrics import CONTENT_TYPE_LATEST, Metrics
 from payguard.service.inflight import in_flight
 from payguard.service.reconcile import list_stuck, reconcile
 
@@ -52,10 +52,8 @@ async def locks(ctx: Ctx, _admin: Admin) -> dict[str, Any]:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(ctx: Ctx) -> Response:
+async def metrics(request: Request, ctx: Ctx) -> Response:
     # Unauthenticated, as Prometheus scrapes: bind to a private interface or filter it at
     # the proxy (docs/operating.md).
-    collector = ctx.extras.get("metrics")
-    if collector is None:
-        return Response("metrics are disabled\n", status_code=404, media_type="text/plain")
+    collector: Metrics = request.app.state.metrics
     return Response(await collector.scrape(ctx), media_type=CONTENT_TYPE_LATEST)

@@ -25,9 +25,8 @@ async def healthz(ctx: Ctx) -> Any:
         status.update(status="degraded", database="down")
     elif not db.writable:
         status.update(status="degraded", database="read-only")
-    redis_check = ctx.extras.get("redis_ping")
-    if redis_check is not None:
-        status["redis"] = "ok" if await redis_check() else "down"
+    if ctx.locks.backend == "redis":  # Redis only backs the lock service
+        status["redis"] = "ok" if await ctx.locks.healthy() else "down"
         if status["redis"] == "down":
             status["status"] = "degraded"
     code = 200 if status["status"] == "ok" else 503

@@ -29,7 +29,7 @@ async def me(user: User) -> dict[str, Any]:
 @router.get("/wallet")
 async def wallet(ctx: Ctx, user: User) -> dict[str, Any]:
     assert user.user_id is not None
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await wallets.get_wallet(uow.conn, user.user_id, ctx.settings.currency)
 
 
@@ -43,32 +43,32 @@ async def wallet_entries(
     if cursor is not None and not cursor.isdigit():
         raise ValidationFailed("cursor is not valid",
                                errors=[{"loc": ["query", "cursor"], "msg": "not a cursor"}])
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await wallets.list_entries(uow.conn, user.user_id, ctx.settings.currency,
                                           limit=limit, cursor=int(cursor) if cursor else None)
 
 
 @router.get("/products")
 async def products(ctx: Ctx, _user: User) -> list[dict[str, Any]]:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await catalog.list_products(uow.conn)
 
 
 @router.get("/products/{product_id}")
 async def product(product_id: str, ctx: Ctx, _user: User) -> dict[str, Any]:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await catalog.get_product(uow.conn, product_id)
 
 
 @router.get("/programs")
 async def programs(ctx: Ctx, _user: User) -> list[dict[str, Any]]:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await catalog.list_programs(uow.conn)
 
 
 @router.get("/programs/{program_id}")
 async def program(program_id: str, ctx: Ctx, _user: User) -> dict[str, Any]:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await catalog.get_program(uow.conn, program_id)
 
 
@@ -78,7 +78,7 @@ async def create_purchase(body: PurchaseIn, request: Request, ctx: Ctx, user: Us
 
     async def effects(uow: UnitOfWork, claim: Claim | None) -> StoredResponse:
         purchase = await purchases.purchase_with_wallet(
-            uow, ctx.settings, user, product_id=body.product_id, quantity=body.quantity
+            uow.conn, ctx.settings, user, product_id=body.product_id, quantity=body.quantity
         )
         request.state.purchase_id = purchase["id"]
         if claim is not None:  # the key names its purchase (the admin purchase detail)
@@ -93,17 +93,17 @@ async def create_purchase(body: PurchaseIn, request: Request, ctx: Ctx, user: Us
 async def list_purchases(ctx: Ctx, user: User, status: Status | None = None,
                          limit: Annotated[int, Query(ge=1, le=500)] = 100
                          ) -> list[dict[str, Any]]:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await purchases.list_purchases(uow.conn, user, status=status, limit=limit)
 
 
 @router.get("/purchases/{purchase_id}")
 async def get_purchase(purchase_id: str, ctx: Ctx, user: User) -> dict[str, Any]:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await purchases.get_purchase(uow.conn, user, purchase_id)
 
 
 @router.get("/receipts/{number}")
 async def receipt(number: str, ctx: Ctx, user: User) -> dict[str, Any]:
-    async with ctx.db.unit_of_work(readonly=True) as uow:
+    async with ctx.db.read() as uow:
         return await purchases.get_receipt(uow.conn, user, number)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from payguard.providers.base import ProviderSession, WebhookSignatureError
 from payguard.providers.limiter import CallLimiter, ProviderStats
 from payguard.providers.phonepe.mapping import CURRENCY, merchant_id_from_key, session_from_order
 from payguard.providers.phonepe.sdk_client import build_client
+from payguard.telemetry import NO_METRICS, MetricsSink
 
 if TYPE_CHECKING:
     from payguard.config import Settings
@@ -83,14 +85,16 @@ class PhonePeProvider:
 
     name = "phonepe"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, metrics: MetricsSink = NO_METRICS) -> None:
         check_settings(settings)
         self.api_base = resolve_api_base(settings)
         self._settings = settings
         self._timeout = settings.provider_timeout
         self._username = settings.phonepe_callback_username
         self._password = settings.phonepe_callback_password
-        self._limiter = CallLimiter(settings.provider_concurrency, settings.provider_queue)
+        self._metrics = metrics
+        self._limiter = CallLimiter(settings.provider_concurrency, settings.provider_queue,
+                                    metrics=metrics)
         # One thread per slot: the limiter decides who runs, the pool never makes anyone wait.
         self._pool = ThreadPoolExecutor(max_workers=settings.provider_concurrency,
                                         thread_name_prefix="phonepe-sdk")
@@ -120,7 +124,20 @@ class PhonePeProvider:
                     http_client_config=self._http_config)
             return self._client
 
-    async def _call(self, what: str, fn: Callable[[StandardCheckoutClient], T]) -> T:
+    async def _call(self, operation: str, what: str,
+                    fn: Callable[[StandardCheckoutClient], T]) -> T:
+        """One SDK call in a limiter slot; ``operation`` labels it in the metrics (timed
+        including the wait for a slot; any failure counts as one)."""
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = await self._call_limited(what, fn)
+            ok = True
+            return result
+        finally:
+            self._metrics.provider_call(operation, time.perf_counter() - started, ok)
+
+    async def _call_limited(self, what: str, fn: Callable[[StandardCheckoutClient], T]) -> T:
         stats = self._limiter.stats
         loop = asyncio.get_running_loop()
         try:
@@ -179,7 +196,8 @@ class PhonePeProvider:
             merchant_order_id=purchase_id, amount=amount, redirect_url=success_url,
             expire_after=expire_after, meta_info=meta, message=description[:100])
         try:
-            response = await self._call("pay", lambda c: _sdk_dict(c.pay(request)))
+            response = await self._call("create_session", "pay",
+                                        lambda c: _sdk_dict(c.pay(request)))
         except ProviderUnavailable as exc:
             if exc.extra.get("provider_status") not in (400, 409):
                 raise
@@ -190,7 +208,7 @@ class PhonePeProvider:
                                   url=response.get("redirectUrl"), expires_at=expires_at)
 
     async def retrieve_checkout_session(self, session_id: str) -> ProviderSession:
-        order = await self._call("order status",
+        order = await self._call("retrieve_session", "order status",
                                  lambda c: _sdk_dict(c.get_order_status(session_id)))
         return session_from_order(session_id, order)
 
@@ -211,7 +229,7 @@ class PhonePeProvider:
             merchant_refund_id=refund_id, amount=amount,
             original_merchant_order_id=payment_intent)
         try:
-            result = await self._call("refund", lambda c: _sdk_dict(c.refund(request)))
+            result = await self._call("refund", "refund", lambda c: _sdk_dict(c.refund(request)))
         except ProviderUnavailable as exc:
             if exc.extra.get("provider_status") not in (400, 409):
                 raise
@@ -223,7 +241,7 @@ class PhonePeProvider:
         return str(result.get("refundId") or refund_id)
 
     async def refund_status(self, merchant_refund_id: str) -> dict[str, Any]:
-        return await self._call("refund status",
+        return await self._call("refund_status", "refund status",
                                 lambda c: _sdk_dict(c.get_refund_status(merchant_refund_id)))
 
     def construct_event(self, payload: bytes, sig_header: str | None) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""The composition root: the one place that builds payguard's parts and wires them together.
+
+Every entry point gets its dependencies here: the web app (``api.app``'s lifespan), every
+CLI command (``serve --demo``, ``reconcile``) and the tests. It is the only module that may
+import from every layer; nothing below it builds engines, clients or services by itself.
+
+    async with app_context(load_settings()) as ctx:
+        await reconcile(ctx)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from payguard.api.problems import render_error
+from payguard.config import Settings
+from payguard.holders import Heartbeat
+from payguard.idempotency import IdempotencyGuard
+from payguard.ledger import ensure_platform_accounts
+from payguard.locks import create_lock_service
+from payguard.outbox import OutboxDispatcher
+from payguard.providers import create_provider
+from payguard.service.context import AppContext
+from payguard.store.engine import create_engine
+from payguard.store.migrate import migrate
+from payguard.store.uow import Database, UnitOfWork
+from payguard.telemetry import NO_METRICS, MetricsSink
+
+__all__ = ["app_context", "build_context", "close_context", "open_database"]
+
+log = logging.getLogger("payguard.bootstrap")
+
+
+async def open_database(settings: Settings) -> Database:
+    """Migrate the configured database to the newest schema and open it."""
+    url = settings.resolved_database_url
+    await migrate(url)
+    db = Database(
+        create_engine(url, pool_size=settings.db_pool_size,
+                      connect_timeout=settings.db_connect_timeout,
+                      synchronous_commit=settings.db_synchronous_commit),
+        unavailable_wait=settings.db_unavailable_wait,
+    )
+
+    async def platform_accounts(uow: UnitOfWork) -> None:
+        # Created up front so no purchase ever has to create (and lock) them.
+        await ensure_platform_accounts(uow.conn, settings.currency)
+
+    await db.transaction(platform_accounts)
+    return db
+
+
+async def build_context(settings: Settings, *,
+                        metrics: MetricsSink = NO_METRICS) -> AppContext:
+    """Everything one process needs, reporting to ``metrics``. Close with ``close_context``."""
+    db = await open_database(settings)
+    # This process as a holder of claims and locks; its heartbeat tells the others it lives.
+    heartbeat = Heartbeat(db, lease=settings.holder_lease)
+    await heartbeat.start()
+    guard = IdempotencyGuard(
+        db, ttl=settings.idempotency_ttl, lock_timeout=settings.idempotency_lock_timeout,
+        render_error=render_error, hold_seconds=settings.test_hold_seconds,
+        holder_id=heartbeat.id, holder_lease=settings.holder_lease, metrics=metrics,
+    )
+    return AppContext(
+        settings=settings,
+        db=db,
+        guard=guard,
+        locks=create_lock_service(settings, db, holder_id=heartbeat.id, metrics=metrics),
+        provider=create_provider(settings, metrics=metrics),
+        outbox=OutboxDispatcher(db, settings, metrics=metrics),
+        metrics=metrics,
+        admin_token=settings.ensure_admin_token(),
+        heartbeat=heartbeat,
+    )
+
+
+async def close_context(ctx: AppContext) -> None:
+    """Retire this holder, close the provider's HTTP client, the lock backend and the
+    database pool."""
+    try:
+        await ctx.heartbeat.stop()
+        for closer in (ctx.provider.close, ctx.locks.close):
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing %s failed", closer)
+    finally:
+        await ctx.db.dispose()
+
+
+@asynccontextmanager
+async def app_context(settings: Settings, *,
+                      metrics: MetricsSink = NO_METRICS) -> AsyncIterator[AppContext]:
+    """``build_context`` for a block; closed on exit."""
+    ctx = await build_context(settings, metrics=metrics)
+    try:
+        yield ctx
+    finally:
+        await close_context(ctx)
