@@ -111,7 +111,10 @@ async def pay(api: ApiClient, session_id: str, outcome: str = "succeeded", *,
 
 
 async def wait_for_status(api: ApiClient, token: str, purchase_id: str, status: str,
-                          within: float = 20.0) -> dict[str, Any]:
+                          within: float = 20.0, *,
+                          refund_status: str | None = None) -> dict[str, Any]:
+    """Poll until the purchase has ``status`` (and ``refund_status``, when given: a card
+    refund reaches the provider after the refund itself committed)."""
     import asyncio
 
     deadline = asyncio.get_running_loop().time() + within
@@ -119,7 +122,8 @@ async def wait_for_status(api: ApiClient, token: str, purchase_id: str, status: 
         r = await api.http.get(f"/api/purchases/{purchase_id}", headers=api.auth(token))
         assert r.status_code == 200, r.text
         body = dict(r.json())
-        if body["status"] == status:
+        if body["status"] == status and refund_status in (None, body["refund_status"]):
             return body
-        assert asyncio.get_running_loop().time() < deadline, f"still {body['status']}"
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"still {body['status']} (refund {body['refund_status']})")
         await asyncio.sleep(0.1)
