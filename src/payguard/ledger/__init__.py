@@ -7,7 +7,10 @@ single conditional statements::
     UPDATE accounts SET balance = balance - :a
      WHERE id = :id AND (allow_negative OR balance >= :a) RETURNING balance
 
-never read-modify-write, and the ``CHECK`` on ``accounts`` backs that up. Platform
+never read-modify-write, and the ``CHECK`` on ``accounts`` backs that up. The same update
+only matches an account held in the transfer's currency (``CurrencyMismatch`` otherwise),
+and on PostgreSQL a deferred constraint trigger refuses at commit any transfer whose entries
+do not sum to zero, as django-hordak does. Platform
 accounts (revenue, funding, card clearing) are allowed to go negative: that is how money
 entering from outside is booked. Rows are touched in one global order (users' accounts,
 then platform accounts, each by id) so two transfers
@@ -23,10 +26,12 @@ from payguard.ledger.accounts import (
     platform_account_id,
     wallet_account_id,
 )
+from payguard.ledger.errors import CurrencyMismatch
 from payguard.ledger.transfers import Transfer, transfer
 
 __all__ = [
     "PLATFORM_KINDS",
+    "CurrencyMismatch",
     "Transfer",
     "ensure_platform_account",
     "ensure_platform_accounts",

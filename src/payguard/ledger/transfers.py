@@ -12,6 +12,7 @@ from payguard.clock import utcnow
 from payguard.errors import InsufficientBalance
 from payguard.ids import new_id
 from payguard.ledger.accounts import ensure_platform_account, ensure_wallet
+from payguard.ledger.errors import CurrencyMismatch
 from payguard.money import ensure_minor_units
 from payguard.store.schema import accounts, entries, transfers
 
@@ -33,23 +34,29 @@ class Transfer:
 
 async def _apply(conn: AsyncConnection, account_id: str, delta: int, currency: str,
                  now: datetime) -> int:
-    """Add ``delta`` to one balance in a single statement; refuse to go below zero."""
+    """Add ``delta`` to one balance in a single statement, which also refuses an account in
+    another currency than the transfer's, and a debit below zero."""
     stmt = (
         update(accounts)
-        .where(accounts.c.id == account_id)
+        .where(accounts.c.id == account_id, accounts.c.currency == currency)
         .values(balance=accounts.c.balance + delta)
         .returning(accounts.c.balance)
     )
     if delta < 0:
         stmt = stmt.where(accounts.c.allow_negative | (accounts.c.balance >= -delta))
     balance = (await conn.execute(stmt)).scalar_one_or_none()
-    if balance is None and await _create_if_missing(conn, account_id, currency, now):
+    if balance is not None:
+        return int(balance)
+    # No row matched: only now is it worth a read to say why.
+    held_in = await conn.scalar(select(accounts.c.currency).where(accounts.c.id == account_id))
+    if held_in is not None and held_in != currency:
+        raise CurrencyMismatch(
+            f"account {account_id} is held in {held_in}, the transfer is in {currency}")
+    if held_in is None and await _create_if_missing(conn, account_id, currency, now):
         balance = (await conn.execute(stmt)).scalar_one_or_none()
-    if balance is None:
-        raise InsufficientBalance(
-            f"account {account_id} cannot be debited by {-delta} minor units"
-        )
-    return int(balance)
+        if balance is not None:
+            return int(balance)
+    raise InsufficientBalance(f"account {account_id} cannot be debited by {-delta} minor units")
 
 
 async def _create_if_missing(conn: AsyncConnection, account_id: str, currency: str,
@@ -57,8 +64,6 @@ async def _create_if_missing(conn: AsyncConnection, account_id: str, currency: s
     """Accounts are created up front (users, products, startup); this is the rare path for
     a currency seen for the first time. Creating them lazily on every transfer would make
     each purchase wait on the hot platform row's lock just to learn that it exists."""
-    if await conn.scalar(select(accounts.c.id).where(accounts.c.id == account_id)):
-        return False
     kind_or_user = account_id.removeprefix("plt_").removeprefix("wal_").rsplit("_", 1)[0]
     if account_id.startswith("plt_"):
         await ensure_platform_account(conn, kind_or_user, currency, now)
@@ -90,7 +95,10 @@ async def transfer(
     """Move ``amount`` from ``debit`` to ``credit`` inside the caller's transaction.
 
     Raises ``InsufficientBalance`` (and changes nothing the caller's rollback won't undo)
-    when the debit account may not go below zero and holds less than ``amount``.
+    when the debit account may not go below zero and holds less than ``amount``, and
+    ``CurrencyMismatch`` when either account is not held in ``currency``. On PostgreSQL a
+    deferred constraint trigger also refuses, at commit, any transfer whose entries do not
+    sum to zero (the audit checks the same after the fact, on both databases).
     """
     ensure_minor_units(amount)
     if amount <= 0:

@@ -9,6 +9,7 @@ two pending checkouts (or two completed purchases) of one program.
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
 
@@ -122,7 +124,31 @@ entries = Table(
     Column("created_at", TS, nullable=False),
     CheckConstraint("amount <> 0", name="amount_nonzero"),
     Index("ix_entries_account_id_id", "account_id", "id"),
+    Index("ix_entries_transfer_id", "transfer_id"),
 )
+
+# PostgreSQL: each transfer's entries must sum to zero, checked at commit (a constraint
+# trigger, DEFERRABLE INITIALLY DEFERRED, as django-hordak does), so a hand-written or buggy
+# journal insert cannot commit. SQLite has no deferred triggers; the audit checks it there.
+ENTRIES_SUM_TO_ZERO = (
+    """CREATE FUNCTION payguard_transfer_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    total numeric;
+BEGIN
+    SELECT COALESCE(SUM(amount), 0) INTO total FROM entries WHERE transfer_id = NEW.transfer_id;
+    IF total <> 0 THEN
+        RAISE EXCEPTION 'the entries of transfer % sum to %, not 0', NEW.transfer_id, total
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END
+$$""",
+    """CREATE CONSTRAINT TRIGGER entries_sum_to_zero AFTER INSERT OR UPDATE ON entries
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION payguard_transfer_balanced()""",
+)
+for _statement in ENTRIES_SUM_TO_ZERO:
+    event.listen(entries, "after_create",
+                 DDL(_statement).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 
 products = Table(
     "products",
