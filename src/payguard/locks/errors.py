@@ -2,14 +2,14 @@
 
     PayguardError
     ├── LockTimeout                  503 LOCK_TIMEOUT            (payguard.errors)
-    │   └── LockBackendUnavailable   503 LOCK_TIMEOUT            the backend cannot be reached
+    ├── LockBackendUnavailable       503 LOCK_TIMEOUT            the backend cannot be reached
     ├── StaleFencingToken            409 STALE_FENCING_TOKEN     a write carried an old token
     └── LockNotOwned                 500 LOCK_NOT_OWNED          (payguard.errors)
 """
 
 from __future__ import annotations
 
-from payguard.errors import LockTimeout, PayguardError
+from payguard.errors import PayguardError
 
 __all__ = ["LockBackendConfigError", "LockBackendUnavailable", "StaleFencingToken"]
 
@@ -21,14 +21,16 @@ class StaleFencingToken(PayguardError):
     retry_after = 1
 
 
-class LockBackendUnavailable(LockTimeout):
+class LockBackendUnavailable(PayguardError):
     """The lock backend (Redis, the database) cannot be reached.
 
-    It keeps ``LOCK_TIMEOUT``/503 so API clients see the contract's code and a
-    ``Retry-After``; the class and the detail say what really happened.
+    Not a ``LockTimeout``: nobody holds the key, so code that treats "taken" as an answer
+    (a checkout's ``PAYMENT_IN_PROGRESS``) must not read an outage as one. API clients see
+    the contract's ``LOCK_TIMEOUT`` code with a ``Retry-After``; the class and the detail
+    say what really happened.
     """
 
-    title = "Lock backend unavailable"
+    status, code, title = 503, "LOCK_TIMEOUT", "Lock backend unavailable"
     retry_after = 2
 
 

@@ -39,7 +39,7 @@ from payguard.errors import (
 from payguard.idempotency import Claim, outbound_key
 from payguard.idempotency import store as idem
 from payguard.ids import new_id
-from payguard.locks import Fence, LockBackendUnavailable, StaleFencingToken
+from payguard.locks import Fence, StaleFencingToken
 from payguard.providers import ProviderSession
 from payguard.service.context import AppContext
 from payguard.service.holds import reserve_holds
@@ -102,9 +102,7 @@ async def start_checkout(ctx: AppContext, user: Principal, target: CheckoutTarge
             # paused past its lease and another request took over, its writes are refused.
             fence = Fence(lock_key, lease.fencing_token)
             return await _checkout_locked(ctx, user, target, claim, fence)
-    except LockBackendUnavailable:
-        raise
-    except LockTimeout as exc:
+    except LockTimeout as exc:  # held by another request (an outage is not caught here)
         raise PaymentInProgress(
             "another request is creating a checkout for this item; retry shortly"
         ) from exc

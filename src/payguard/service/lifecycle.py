@@ -29,8 +29,7 @@ from payguard.providers import ProviderSession
 from payguard.service.context import AppContext
 from payguard.service.holds import keep_holds, release_holds
 from payguard.service.numbers import issue_receipt
-from payguard.service.principal import Principal
-from payguard.service.purchases import get_purchase
+from payguard.service.purchases import load_purchase
 from payguard.store.schema import purchases, users
 from payguard.store.uow import UnitOfWork
 
@@ -131,7 +130,7 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
         failure_reason="completed after it had been closed" if late else None,
     ))
     user = (await conn.execute(select(users).where(users.c.id == row.user_id))).one()
-    view = await get_purchase(conn, Principal("admin"), row.id)
+    view = await load_purchase(conn, row.id)
     subject, body = confirmation_email({**view, **view["pricing"]}, user_email=user.email,
                                        user_name=user.name)
     await enqueue(conn, dedupe_key=f"purchase-confirmation:{row.id}", kind="confirmation",

@@ -24,6 +24,7 @@ __all__ = [
     "get_receipt",
     "items_of",
     "list_purchases",
+    "load_purchase",
     "purchase_with_wallet",
 ]
 
@@ -137,6 +138,16 @@ async def get_purchase(conn: AsyncConnection, who: Principal, purchase_id: str) 
     query = select(purchases).where(purchases.c.id == purchase_id)
     if not who.is_admin:
         query = query.where(purchases.c.user_id == who.user_id)
+    return await _view_one(conn, query, purchase_id)
+
+
+async def load_purchase(conn: AsyncConnection, purchase_id: str) -> dict[str, Any]:
+    """Any purchase, for payguard's own use (emails, refunds): no caller to check."""
+    return await _view_one(conn, select(purchases).where(purchases.c.id == purchase_id),
+                           purchase_id)
+
+
+async def _view_one(conn: AsyncConnection, query: Any, purchase_id: str) -> dict[str, Any]:
     row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound(f"no purchase {purchase_id!r}")

@@ -47,6 +47,7 @@ from payguard.clock import as_utc, utcnow
 from payguard.errors import LockTimeout, ProviderUnavailable
 from payguard.idempotency.store import reap_expired, takeable
 from payguard.inbox import purge_older_than
+from payguard.locks import LockBackendUnavailable
 from payguard.providers.phonepe.schedule import next_poll_delay
 from payguard.service.checkout import ensure_session, session_payload
 from payguard.service.context import AppContext
@@ -103,8 +104,10 @@ async def reconcile(ctx: AppContext, *, older_than: float | None = None) -> dict
         try:
             await stack.enter_async_context(ctx.locks.hold(
                 RECONCILE_LOCK, ttl=ttl, wait=0, auto_renew=True, max_renewals=10_000))
-        except LockTimeout:
-            log.info("reconcile skipped: another run holds the %r lock", RECONCILE_LOCK)
+        except (LockTimeout, LockBackendUnavailable) as exc:
+            # Another run holds the lock, or the lock backend is down: either way no run
+            # can be sure it is alone, and the next interval tries again.
+            log.info("reconcile skipped: %s", exc.detail)
             ctx.metrics.reconcile_run("skipped", counts, 0.0)
             return {**counts, "skipped": True}
         age = float(ctx.settings.stuck_after if older_than is None else older_than)
@@ -131,7 +134,7 @@ async def poll_pending(ctx: AppContext) -> dict[str, Any]:
         async with ctx.locks.hold(RECONCILE_LOCK, ttl=max(60.0, ctx.settings.provider_timeout * 6),
                                   wait=0, auto_renew=True, max_renewals=10_000):
             await _poll_due(ctx, counts, 0.0)
-    except LockTimeout:
+    except (LockTimeout, LockBackendUnavailable):
         return {**counts, "skipped": True}
     return {**counts, "skipped": False}
 

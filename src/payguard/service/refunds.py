@@ -20,8 +20,7 @@ from payguard.errors import InvalidState, NotFound
 from payguard.service.catalog import program_capacity_key
 from payguard.service.context import AppContext
 from payguard.service.lifecycle import send_pending_refund
-from payguard.service.principal import Principal
-from payguard.service.purchases import get_purchase
+from payguard.service.purchases import load_purchase
 from payguard.store.schema import purchases
 
 __all__ = ["book_refund", "refund_card_purchase", "refund_wallet_purchase"]
@@ -66,7 +65,7 @@ async def refund_wallet_purchase(conn: AsyncConnection, purchase_id: str,
                                  reason: str) -> dict[str, Any]:
     """Book the refund of a wallet purchase and return the purchase, in one transaction."""
     await book_refund(conn, purchase_id, reason)
-    return await get_purchase(conn, Principal("admin"), purchase_id)
+    return await load_purchase(conn, purchase_id)
 
 
 async def refund_card_purchase(ctx: AppContext, purchase_id: str, reason: str) -> dict[str, Any]:
@@ -74,4 +73,4 @@ async def refund_card_purchase(ctx: AppContext, purchase_id: str, reason: str) -
     await ctx.db.transaction(lambda uow: book_refund(uow.conn, purchase_id, reason))
     await send_pending_refund(ctx, purchase_id)
     async with ctx.db.read() as uow:
-        return await get_purchase(uow.conn, Principal("admin"), purchase_id)
+        return await load_purchase(uow.conn, purchase_id)
