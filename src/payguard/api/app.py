@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from payguard.api import problems
 from payguard.api.authfirst import AuthFirstMiddleware
 from payguard.api.bodylimit import BodyLimitMiddleware
+from payguard.api.fastpaths import UnknownPathGuard
 from payguard.api.logging import RequestLogMiddleware
 from payguard.api.routes import (
     admin,
@@ -119,6 +120,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, problems.validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, problems.http_error_handler)
     app.add_exception_handler(Exception, problems.unhandled_error_handler)
+    # Routing: the simulator is one Mount tried first (one prefix check for everyone, and
+    # simulator requests never walk the API's routes); the API's routers next; the
+    # dashboard last. A path no route can match is answered by UnknownPathGuard.
+    for path, sim_app in sim_apps.items():
+        app.mount(path, sim_app)
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(admin_views.router)
@@ -127,12 +133,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(checkout.router)
     app.include_router(operations.router)
     app.include_router(dashboard.router)
-    for path, sim_app in sim_apps.items():
-        app.mount(path, sim_app)
-    # Added innermost first: the body limit wraps authentication, which wraps the routes.
+    # Added innermost first: the body limit wraps authentication, which wraps the routes;
+    # a path no route can match is answered before either (UnknownPathGuard).
     app.add_middleware(AuthFirstMiddleware)
     app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes,
                        limits=[("/api/webhooks/", settings.webhook_max_body_bytes)])
+    app.add_middleware(UnknownPathGuard)
     app.add_middleware(RequestLogMiddleware, enabled=settings.log_requests)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
