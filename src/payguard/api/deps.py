@@ -29,7 +29,9 @@ __all__ = [
 ]
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    # thread hand-off on every request for one attribute read.
     ctx: AppContext = request.app.state.ctx
     return ctx
 
