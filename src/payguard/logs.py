@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
+
+import orjson
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
@@ -20,7 +21,8 @@ class JsonFormatter(logging.Formatter):
             payload.update(extra)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        # orjson: a line is written for every request, so the serializer is on the hot path.
+        return orjson.dumps(payload, default=str).decode()
 
 
 def configure_logging(level: int = logging.INFO) -> None:
