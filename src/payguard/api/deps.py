@@ -12,6 +12,7 @@ from payguard.api.authfirst import PRINCIPAL_STATE, bearer_token
 from payguard.api.problems import dumps, to_response
 from payguard.errors import Forbidden, ValidationFailed
 from payguard.idempotency import Claim, StoredResponse, parse_key
+from payguard.idempotency.responses import json_response
 from payguard.service import users
 from payguard.service.context import AppContext
 from payguard.service.principal import Principal
@@ -63,11 +64,6 @@ async def require_user(p: Annotated[Principal, Depends(get_principal)]) -> Princ
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 Admin = Annotated[Principal, Depends(require_admin)]
 User = Annotated[Principal, Depends(require_user)]
-
-
-def json_response(payload: Any, status: int = 200) -> StoredResponse:
-    return StoredResponse(status=status, body=dumps(payload),
-                          headers={"content-type": "application/json"})
 
 
 def secret_response(payload: dict[str, Any], status: int, *,

@@ -7,7 +7,6 @@ from the same bytes.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request
@@ -18,6 +17,7 @@ from starlette.routing import Match
 
 from payguard.errors import PayguardError, ValidationFailed
 from payguard.idempotency import StoredResponse
+from payguard.idempotency.responses import dumps
 
 __all__ = [
     "PROBLEM_JSON",
@@ -38,11 +38,6 @@ _HTTP_CODES = {
     405: ("METHOD_NOT_ALLOWED", "Method not allowed"),
     413: ("PAYLOAD_TOO_LARGE", "Payload too large"),
 }
-
-
-def dumps(payload: Any) -> bytes:
-    """The one JSON encoding of the API: compact, UTF-8, stable."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def render_problem(status: int, code: str, title: str, detail: str, *,

@@ -36,6 +36,7 @@ what keeps a purchase from completing twice.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from datetime import datetime, timedelta
@@ -45,6 +46,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 
 from payguard.clock import as_utc, utcnow
 from payguard.errors import LockTimeout, ProviderUnavailable
+from payguard.idempotency.responses import json_response
 from payguard.idempotency.store import reap_expired, takeable
 from payguard.inbox import purge_older_than
 from payguard.locks import LockBackendUnavailable
@@ -331,16 +333,14 @@ def _still_dead(key: Any) -> Any:
 
 async def _finish_key(ctx: AppContext, key: Any, payload: dict[str, Any],
                       counts: dict[str, int]) -> None:
-    import json
-
-    # The API's one JSON encoding (api.problems.dumps), so a replay is byte-identical to
+    # The API's own encoding (idempotency.responses), so a replay is byte-identical to
     # what a retry of the request would have produced.
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    response = json_response(payload, 201)
 
     async def complete(uow: UnitOfWork) -> int:
         result = await uow.conn.execute(update(idempotency_keys).where(_still_dead(key)).values(
-            state="completed", status_code=201, response_body=body,
-            response_headers=json.dumps({"content-type": "application/json"}),
+            state="completed", status_code=response.status, response_body=response.body,
+            response_headers=json.dumps(response.headers),
             lock_owner=None, locked_at=None, recovery_point="finished", updated_at=utcnow()))
         return int(result.rowcount)
 

@@ -23,7 +23,16 @@ from payguard.service.lifecycle import send_pending_refund
 from payguard.service.purchases import load_purchase
 from payguard.store.schema import purchases
 
-__all__ = ["book_refund", "refund_card_purchase", "refund_wallet_purchase"]
+__all__ = ["book_refund", "refund_card_purchase", "refund_wallet_purchase", "refunds_by_card"]
+
+
+async def refunds_by_card(conn: AsyncConnection, purchase_id: str) -> bool:
+    """Whether refunding this purchase goes through the provider (a card payment, booked
+    then sent: ``refund_card_purchase``) or stays local (``refund_wallet_purchase``, one
+    transaction). An unknown purchase is local: booking it answers NOT_FOUND."""
+    method = await conn.scalar(
+        select(purchases.c.payment_method).where(purchases.c.id == purchase_id))
+    return method == "card"
 
 
 async def book_refund(conn: AsyncConnection, purchase_id: str, reason: str) -> Any:

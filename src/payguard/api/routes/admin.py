@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import select
 from starlette.responses import Response
 
 from payguard.api.deps import (
@@ -23,7 +22,6 @@ from payguard.sequences import list_sequences
 from payguard.service import catalog, refunds, users, wallets
 from payguard.service.audit import run_audit
 from payguard.service.numbers import format_next
-from payguard.store.schema import purchases as purchases_table
 from payguard.store.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -101,9 +99,8 @@ async def refund_purchase(purchase_id: str, body: RefundIn, request: Request, ct
                           admin: Admin) -> Response:
     request.state.purchase_id = purchase_id
     async with ctx.db.read() as uow:
-        method = await uow.conn.scalar(
-            select(purchases_table.c.payment_method).where(purchases_table.c.id == purchase_id))
-    if method == "card":
+        by_card = await refunds.refunds_by_card(uow.conn, purchase_id)
+    if by_card:
         # Booked in one transaction, then sent to the provider (never inside it).
         async def phased(_claim: Claim | None) -> StoredResponse:
             refunded = await refunds.refund_card_purchase(ctx, purchase_id, body.reason)
