@@ -286,6 +286,11 @@ def base_env(db: BenchDb, extra: Mapping[str, str] | None = None) -> dict[str, s
         "PAYGUARD_DATA_DIR": str(db.data_dir),
         "PAYGUARD_DATABASE_URL": db.url,
         "PAYGUARD_LOG_REQUESTS": "false",
+        # A benchmark's few clients stand for many users: per-user limits would cap it.
+        "PAYGUARD_MAX_PENDING_CHECKOUTS": "1000000",
+        "PAYGUARD_MAX_HELD_ITEMS": "1000000",
+        "PAYGUARD_MAX_PENDING_TOPUPS": "1000000",
+        "PAYGUARD_MAX_KEYS_PER_HOUR": "100000000",
     })
     env.update(extra or {})
     return env

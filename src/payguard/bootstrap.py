@@ -63,6 +63,7 @@ async def build_context(settings: Settings, *,
         db, ttl=settings.idempotency_ttl, lock_timeout=settings.idempotency_lock_timeout,
         render_error=render_error, hold_seconds=settings.test_hold_seconds,
         holder_id=heartbeat.id, holder_lease=settings.holder_lease, metrics=metrics,
+        max_keys_per_hour=settings.max_keys_per_hour,
     )
     return AppContext(
         settings=settings,

@@ -56,8 +56,18 @@ class Settings(BaseSettings):
 
     # Request bodies are refused with 413 past these sizes, while they stream in and before
     # they are parsed or the caller authenticated. Webhooks are small (Stripe's are a few KB).
+    # Swagger UI at /api/docs (from local pinned assets). Unset: on with the simulated
+    # provider (development), off with a real one.
+    api_docs: bool | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     webhook_max_body_bytes: int = Field(default=65_536, ge=1024)
+
+    # Per-user limits (429 LIMIT_REACHED): card checkouts pending at once, stock items held
+    # by them, pending top-ups, and new idempotency keys per hour (the admin is exempt).
+    max_pending_checkouts: int = Field(default=10, ge=1)
+    max_held_items: int = Field(default=20, ge=1)
+    max_pending_topups: int = Field(default=3, ge=1)
+    max_keys_per_hour: int = Field(default=10_000, ge=1)
 
     idempotency_ttl: int = Field(default=86_400, gt=0)
     idempotency_lock_timeout: float = Field(default=60.0, gt=0)

@@ -16,6 +16,7 @@
     │   └── InvalidState             409 INVALID_STATE
     ├── IdempotencyKeyReused         422 IDEMPOTENCY_KEY_REUSED
     ├── ValidationFailed             422 VALIDATION_ERROR
+    ├── LimitReached                 429 LIMIT_REACHED         (retryable later)
     ├── LockTimeout                  503 LOCK_TIMEOUT          (retryable)
     ├── ProviderUnavailable          503 PROVIDER_UNAVAILABLE  (retryable)
     ├── DatabaseUnavailable          503 DATABASE_UNAVAILABLE  (retryable)
@@ -39,6 +40,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "InsufficientBalance",
     "InvalidState",
+    "LimitReached",
     "LockNotOwned",
     "LockTimeout",
     "NotFound",
@@ -161,6 +163,13 @@ class ValidationFailed(PayguardError):
     """Malformed body or query; ``errors`` lists ``{loc, msg}``."""
 
     status, code, title = 422, "VALIDATION_ERROR", "Validation error"
+
+
+class LimitReached(PayguardError):
+    """A per-user limit (pending checkouts, held stock, pending top-ups, idempotency keys
+    per hour) is reached; ``Retry-After`` says when waiting helps."""
+
+    status, code, title = 429, "LIMIT_REACHED", "Limit reached"
 
 
 class LockTimeout(PayguardError):

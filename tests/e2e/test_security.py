@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import services
 from tests.support.api import ApiClient, checkout
 from tests.support.rawhttp import post_large, raw_request
 from tests.support.server import LiveServer
@@ -23,20 +22,9 @@ PRICE = 500
 SIM_KEY = "sk_test_payguard_simulated"  # the simulator's built-in development key
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One live server per database for this module (starting one costs seconds)."""
-    root = tmp_path_factory.mktemp(f"security-{request.param}")
-    url = (f"sqlite:///{root / 'payguard.db'}" if request.param == "sqlite"
-           else services.create_pg_database())
-    live = LiveServer(root / "data", url).start()
-    try:
-        yield live
-    finally:
-        live.stop()
-        if request.param == "postgresql":
-            services.drop_pg_database(url)
+@pytest.fixture
+def server(module_server: LiveServer) -> LiveServer:
+    return module_server
 
 
 @pytest.fixture
@@ -323,7 +311,8 @@ async def test_user_token_is_not_stored_and_replay_says_it_was_shown(
 def test_data_dir_and_files_are_private_from_creation(tmp_path: Path) -> None:
     data = tmp_path / "fresh" / "data"
     live = LiveServer(tmp_path, f"sqlite:///{data / 'payguard.db'}",
-                      env={"PAYGUARD_DATA_DIR": str(data), "PAYGUARD_ADMIN_TOKEN": ""})
+                      env={"PAYGUARD_DATA_DIR": str(data), "PAYGUARD_ADMIN_TOKEN": "",
+                           "PAYGUARD_API_DOCS": "false"})
     live.start()
     try:
         token = (data / "admin_token").read_text().strip()
@@ -334,6 +323,10 @@ def test_data_dir_and_files_are_private_from_creation(tmp_path: Path) -> None:
                 user = await api.create_user(balance=PRICE)
                 topup = await checkout(api, user["token"], {"topup_amount": 100})
                 assert topup.status_code == 201, topup.text
+                # API docs switched off: no page, no assets; the contract stays served.
+                assert (await api.http.get("/api/docs")).status_code == 404
+                assert (await api.http.get("/api/docs/assets/init.js")).status_code == 404
+                assert (await api.http.get("/api/openapi.json")).status_code == 200
 
         asyncio.run(use())
         assert data.stat().st_mode & 0o777 == 0o700
@@ -411,4 +404,148 @@ async def test_signed_malformed_events_are_422_and_unknown_types_one_label(
         assert r.status_code == 200 and r.json() == {"received": True, "duplicate": False}
     metrics = (await api.http.get("/metrics")).text
     assert "odd.0" not in metrics and 'type="other"' in metrics
+    assert await snapshot(api, world["token"], world["product"]["id"]) == before
+
+
+# ---- 10. API docs from pinned local assets ----------------------------------------------
+
+async def test_api_docs_load_nothing_from_elsewhere(api: ApiClient) -> None:
+    page = await api.http.get("/api/docs")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "//" not in page.text  # no absolute or protocol-relative URL: all local
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "init.js"):
+        r = await api.http.get(f"/api/docs/assets/{asset}")
+        assert r.status_code == 200 and len(r.content) > 100, asset
+        assert r.headers["x-content-type-options"] == "nosniff"
+    for name in ("../../config.py", "index.html", "swagger-ui-bundle.js.map", "%2e%2e%2fx"):
+        assert (await api.http.get(f"/api/docs/assets/{name}")).status_code == 404, name
+
+
+# ---- 6. per-user limits -----------------------------------------------------------------
+
+LIMITS = {"PAYGUARD_MAX_PENDING_CHECKOUTS": "3", "PAYGUARD_MAX_HELD_ITEMS": "2",
+          "PAYGUARD_MAX_PENDING_TOPUPS": "1", "PAYGUARD_MAX_KEYS_PER_HOUR": "8"}
+
+
+@pytest.fixture
+async def limited(db_url: str, tmp_path: Path) -> AsyncIterator[ApiClient]:
+    live = LiveServer(tmp_path / "data", db_url, env=LIMITS).start()
+    try:
+        async with ApiClient(live.url, live.admin_token) as client:
+            yield client
+    finally:
+        live.stop()
+
+
+def assert_limit(r: httpx.Response) -> None:
+    assert_problem(r, 429, "LIMIT_REACHED")
+    assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_per_user_limits_on_what_checkouts_hold(limited: ApiClient) -> None:
+    api = limited
+    user = await api.create_user()
+    token = user["token"]
+    one, two = await api.create_product(PRICE, 5), await api.create_product(PRICE, 5)
+    program = await api.admin_post("/api/admin/programs", {
+        "title": "p", "full_price": 1000, "class_rep_limit": 5})
+    program2 = await api.admin_post("/api/admin/programs", {
+        "title": "q", "full_price": 1000, "class_rep_limit": 5})
+    assert (await checkout(api, token, {"product_id": one["id"], "quantity": 2})).status_code \
+        == 201
+    async def refused(body: dict[str, Any]) -> None:
+        before = await snapshot(api, token, two["id"])
+        assert_limit(await checkout(api, token, body))
+        assert await snapshot(api, token, two["id"]) == before  # nothing reserved or numbered
+
+    await refused({"product_id": two["id"], "quantity": 1})
+    assert (await checkout(api, token, {"topup_amount": 100})).status_code == 201
+    await refused({"topup_amount": 200})
+    third = await checkout(api, token, {"program_id": program["id"]})
+    assert third.status_code == 201
+    await refused({"program_id": program2["id"]})
+    # Freeing one makes room again.
+    r = await api.http.post(f"/api/purchases/{third.json()['purchase_id']}/cancel",
+                            headers=api.auth(token))
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    assert (await checkout(api, token, {"program_id": program2["id"]})).status_code == 201
+
+
+async def test_concurrent_checkouts_cannot_pass_a_limit_together(limited: ApiClient) -> None:
+    api = limited
+    user = await api.create_user()
+    replies = await asyncio.gather(*(checkout(api, user["token"], {"topup_amount": 100 + i})
+                                     for i in range(6)))
+    assert sorted(r.status_code for r in replies) == [201] + [429] * 5
+    mine = (await api.http.get("/api/purchases", headers=api.auth(user["token"]))).json()
+    assert len(mine) == 1
+    assert (await api.audit())["ok"]
+
+
+async def test_stored_idempotency_keys_per_user_per_hour(limited: ApiClient) -> None:
+    api = limited
+    user = await api.create_user()  # no money: each purchase is a stored 400
+    product = await api.create_product(PRICE, 1)
+    keys = [str(uuid.uuid4()) for _ in range(8)]
+    for key in keys:
+        r = await api.purchase(user["token"], product["id"], key=key)
+        assert_problem(r, 400, "INSUFFICIENT_BALANCE")
+    before = await snapshot(api, user["token"], product["id"])
+    assert_limit(await api.purchase(user["token"], product["id"], key=str(uuid.uuid4())))
+    # Retries of stored keys are not new keys: still answered.
+    r = await api.purchase(user["token"], product["id"], key=keys[0])
+    assert r.status_code == 400 and r.headers["idempotent-replayed"] == "true"
+    assert await snapshot(api, user["token"], product["id"]) == before
+    # The admin is not limited.
+    for _ in range(10):
+        await api.admin_post("/api/admin/users", {"email": f"{uuid.uuid4().hex}@t.test"},
+                             key=str(uuid.uuid4()))
+
+
+# ---- 7. datetimes with offsets: the early-bird deadline on both databases ------------------
+
+async def test_early_bird_deadline_with_an_offset_prices_at_the_right_instant(
+        api: ApiClient, world: dict[str, Any]) -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    east, west = timezone(timedelta(hours=5)), timezone(timedelta(hours=-5))
+    cases = [  # (deadline as the client writes it, early-bird applies)
+        ((now - timedelta(hours=1)).astimezone(east), False),  # wall time 4 h ahead of UTC
+        ((now + timedelta(hours=1)).astimezone(west), True),   # wall time 4 h behind UTC
+    ]
+    for deadline, early in cases:
+        program = await api.admin_post("/api/admin/programs", {
+            "title": "eb", "full_price": 10_000, "class_rep_limit": 1,
+            "early_bird_discount": 1_500, "early_bird_deadline": deadline.isoformat()})
+        instant = deadline.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        assert program["early_bird_deadline"] == instant
+        r = await checkout(api, world["token"], {"program_id": program["id"]})
+        assert r.status_code == 201, r.text
+        assert r.json()["amount"] == (8_500 if early else 10_000), (deadline, r.json())
+    before = await snapshot(api, world["token"], world["product"]["id"])
+    for bad in (0, 1_900_000_000, "2030-01-01T00:00:00", "tomorrow", True):
+        r = await api.http.post("/api/admin/programs", json={
+            "title": "eb", "full_price": 100, "class_rep_limit": 1,
+            "early_bird_deadline": bad}, headers=api.auth(api.admin_token))
+        assert_problem(r, 422, "VALIDATION_ERROR")
+    for bad_query in ("older_than=1e16", "older_than=inf", "older_than=1e400",
+                      "older_than=nan", "older_than=-1"):
+        assert_problem(await api.http.get(f"/api/admin/purchases/stuck?{bad_query}",
+                                          headers=api.auth(api.admin_token)),
+                       422, "VALIDATION_ERROR")
+        assert_problem(await api.http.post(f"/api/admin/reconcile?{bad_query}",
+                                           headers=api.auth(api.admin_token)),
+                       422, "VALIDATION_ERROR")
+    for cursor in ("١٢", "99999999999999999999", "1 ", "-1", "0x1"):
+        assert_problem(await api.http.get("/api/wallet/entries", params={"cursor": cursor},
+                                          headers=api.auth(world["token"])),
+                       422, "VALIDATION_ERROR")
+    for limit in (2**63, 10**6 + 1, -1):
+        r = await api.http.post("/api/admin/programs", json={
+            "title": "x", "full_price": 100, "class_rep_limit": limit},
+            headers=api.auth(api.admin_token))
+        assert_problem(r, 422, "VALIDATION_ERROR")
     assert await snapshot(api, world["token"], world["product"]["id"]) == before

@@ -17,11 +17,13 @@ from payguard.api.authfirst import AuthFirstMiddleware
 from payguard.api.bodylimit import BodyLimitMiddleware
 from payguard.api.fastpaths import UnknownPathGuard
 from payguard.api.logging import RequestLogMiddleware
+from payguard.api.openapi import install_openapi
 from payguard.api.routes import (
     admin,
     admin_views,
     checkout,
     dashboard,
+    docs,
     operations,
     ops,
     session,
@@ -116,7 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     # FastAPI's own OpenTelemetry hooks off: payguard keeps its own request metrics and
     # logs, and the per-request provider checks were a measurable share of a request.
     app = FastAPI(title="payguard", version="0.1.0", lifespan=lifespan,
-                  docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None,
+                  docs_url=None, openapi_url="/api/openapi.json", redoc_url=None,
                   telemetry={"tracing": False, "metrics": False, "logs": False,
                              "operation_spans": False})
     app.state.metrics = metrics  # the Prometheus exposition for GET /metrics
@@ -137,6 +139,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(checkout.router)
     app.include_router(operations.router)
     app.include_router(dashboard.router)
+    install_openapi(app)
+    if settings.api_docs or (settings.api_docs is None and settings.provider == "simulated"):
+        app.include_router(docs.router)
     # Added innermost first: the body limit wraps authentication, which wraps the routes;
     # a path no route can match is answered before either (UnknownPathGuard).
     app.add_middleware(AuthFirstMiddleware)

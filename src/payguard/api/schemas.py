@@ -3,11 +3,14 @@ no numeric strings, no booleans)."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -27,8 +30,28 @@ __all__ = [
     "UserIn",
 ]
 
-PositiveInt = Annotated[StrictInt, Field(gt=0)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+# Every integer is bounded: amounts further by PAYGUARD_MAX_AMOUNT (a friendlier message),
+# but nothing may reach the database beyond a signed 64-bit column or JSON's safe range.
+MAX_INT = 2**53 - 1
+PositiveInt = Annotated[StrictInt, Field(gt=0, le=MAX_INT)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
+SignedInt = Annotated[StrictInt, Field(ge=-MAX_INT, le=MAX_INT)]
+#: Seats are counted one by one; a million is far beyond any real program.
+MAX_SEATS = 1_000_000
+
+
+def _rfc3339_only(value: object) -> object:
+    """A datetime must be a string: pydantic would read an integer as Unix time (``0`` as
+    1970-01-01), which is never what a client of this API meant."""
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string with an offset")
+    return value
+
+
+# Aware (an offset is required) and converted to UTC on input, so what is stored and
+# compared is the instant the client meant on every database.
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only),
+                        AfterValidator(lambda d: d.astimezone(UTC))]
 Currency = Annotated[StrictStr, Field(pattern=r"^[A-Za-z]{3}$")]
 ItemValue = Annotated[StrictStr, Field(min_length=1, max_length=1000)]
 
@@ -59,14 +82,14 @@ class ProgramIn(Strict):
     title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
     full_price: NonNegativeInt
     currency: Currency | None = None
-    class_rep_limit: NonNegativeInt
+    class_rep_limit: Annotated[StrictInt, Field(ge=0, le=MAX_SEATS)]
     class_rep_discount: NonNegativeInt = 0
     early_bird_discount: NonNegativeInt = 0
-    early_bird_deadline: AwareDatetime | None = None
+    early_bird_deadline: UtcDatetime | None = None
 
 
 class AdjustmentIn(Strict):
-    amount: StrictInt | None = None
+    amount: SignedInt | None = None
     set_balance: NonNegativeInt | None = None
     reason: Annotated[StrictStr, Field(min_length=1, max_length=500)]
     currency: Currency | None = None

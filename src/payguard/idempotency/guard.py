@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from payguard.clock import utcnow
 from payguard.errors import (
     CommitOutcomeUnknown,
     DatabaseUnavailable,
     IdempotencyKeyReused,
+    LimitReached,
     PayguardError,
     PaymentInProgress,
     RequestInProgress,
@@ -55,7 +56,8 @@ class IdempotencyGuard:
                  render_error: RenderError, clock: Callable[[], datetime] = utcnow,
                  hold_seconds: float = 0.0, holder_id: str | None = None,
                  holder_lease: float | None = None,
-                 metrics: MetricsSink = NO_METRICS) -> None:
+                 metrics: MetricsSink = NO_METRICS,
+                 max_keys_per_hour: int | None = None) -> None:
         self.db = db
         # The process running the claims (``payguard.holders``): a retry takes over a key
         # whose holder stopped renewing its heartbeat for ``holder_lease`` seconds.
@@ -66,6 +68,8 @@ class IdempotencyGuard:
         self.render_error = render_error
         self.clock = clock
         self.metrics = metrics
+        #: New keys a principal may store per hour (``None``: unlimited; admin exempt).
+        self.max_keys_per_hour = max_keys_per_hour
         # Releases that found no database (a failover) and are retried in the background.
         self._pending_releases: set[asyncio.Task[None]] = set()
         # Test hook: keep claimed requests waiting before their effects, so a crash test
@@ -82,6 +86,8 @@ class IdempotencyGuard:
         owner = store.new_owner()
 
         async def attempt(uow: UnitOfWork) -> store.ClaimResult:
+            if self.max_keys_per_hour is not None and principal != "admin":
+                await self._check_key_budget(uow, principal)
             return await store.claim(
                 uow.conn, principal=principal, key=key, fingerprint=fp, method=method,
                 path=path, now=self.clock(), ttl=self.ttl, lock_timeout=self.lock_timeout,
@@ -120,6 +126,16 @@ class IdempotencyGuard:
         if result.claim.recovered:
             self.metrics.idempotency("recovered")
         return result.claim
+
+    async def _check_key_budget(self, uow: UnitOfWork, principal: str) -> None:
+        assert self.max_keys_per_hour is not None
+        since = self.clock() - timedelta(hours=1)
+        recent = await store.count_recent(uow.conn, principal, since,
+                                          cap=self.max_keys_per_hour)
+        if recent >= self.max_keys_per_hour:
+            raise LimitReached(
+                f"{self.max_keys_per_hour} idempotency keys in the last hour is the limit "
+                "per user; retry later or reuse keys for retries only", retry_after=60)
 
     async def execute(self, *, principal: str, key: str, method: str, path: str,
                       body: bytes, effects: Effects) -> Outcome:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import as_utc
@@ -33,6 +33,7 @@ __all__ = [
     "StoredResponse",
     "advance",
     "claim",
+    "count_recent",
     "finish",
     "lookup",
     "new_owner",
@@ -198,6 +199,17 @@ def takeable(now: datetime, *, lock_timeout: float,
 def _owned(claim_: Claim) -> ColumnElement[bool]:
     return and_(idempotency_keys.c.id == claim_.id, idempotency_keys.c.lock_owner == claim_.owner,
                 idempotency_keys.c.state == "in_progress")
+
+
+async def count_recent(conn: AsyncConnection, principal: str, since: datetime, *,
+                       cap: int) -> int:
+    """How many keys ``principal`` stored since ``since``, counting no further than ``cap``
+    (so the cost stays bounded however many keys there are)."""
+    recent = (select(idempotency_keys.c.id)
+              .where(idempotency_keys.c.principal == principal,
+                     idempotency_keys.c.created_at >= since)
+              .limit(cap).subquery())
+    return int(await conn.scalar(select(func.count()).select_from(recent)) or 0)
 
 
 async def finish(conn: AsyncConnection, claim_: Claim, response: StoredResponse,

@@ -44,6 +44,7 @@ from payguard.providers import ProviderSession
 from payguard.service.context import AppContext
 from payguard.service.holds import reserve_holds
 from payguard.service.lifecycle import close_pending
+from payguard.service.limits import check_checkout_limits
 from payguard.service.numbers import next_order_number
 from payguard.service.pricing import Pricing, price_program
 from payguard.service.principal import Principal
@@ -183,6 +184,9 @@ async def _reserve(conn: AsyncConnection, ctx: AppContext, user: Principal,
         raise ValidationFailed("nothing to pay by card: the final price is 0", errors=[
             {"loc": ["body"], "msg": "final price is 0"}])
 
+    assert user.user_id is not None
+    await check_checkout_limits(conn, settings, user.user_id, kind=kind,
+                                quantity=values["quantity"], now=now)
     await reserve_holds(conn, purchase_id=purchase_id, product_id=values["product_id"],
                         program_id=values["program_id"], is_class_rep=values["is_class_rep"],
                         quantity=values["quantity"], expires_at=expires_at, now=now)

@@ -34,6 +34,8 @@ from payguard.store.schema import purchases, users
 from payguard.store.uow import UnitOfWork
 
 __all__ = [
+    "AMOUNT_MISMATCH",
+    "REFUND_OUTCOMES",
     "close_pending",
     "fulfil",
     "fulfil_in",
@@ -43,6 +45,10 @@ __all__ = [
 log = logging.getLogger("payguard.lifecycle")
 
 CLOSED = ("expired", "canceled", "failed")
+#: failure_reason of a purchase whose payment differed from it (refunded in full).
+AMOUNT_MISMATCH = "the payment's amount or currency differs from the purchase"
+#: fulfil outcomes that leave a provider refund to send.
+REFUND_OUTCOMES = ("refund", "mismatch")
 
 
 async def lock_purchase(conn: AsyncConnection, purchase_id: str) -> Any:
@@ -87,13 +93,29 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
                     session: ProviderSession) -> str:
     """Complete a paid purchase in the caller's transaction. Returns what happened:
     ``completed``, ``already``, ``refund`` (late payment, seat gone: refund needed),
-    ``unknown``."""
+    ``mismatch`` (paid another amount or currency: closed, refund needed), ``unknown``."""
     conn, now = uow.conn, utcnow()
     row = await lock_purchase(conn, purchase_id)
     if row is None:
         return "unknown"
     if row.status in ("completed", "refunded"):
         return "already"
+    if session.amount_total != int(row.amount) or session.currency.upper() != row.currency.upper():
+        # Never complete a purchase on a payment for another amount or currency: refund
+        # what was paid (in full, through the provider) and close the purchase.
+        log.error("purchase %s: provider session %s paid %s %s, the purchase is %s %s; "
+                  "refunding", row.id, session.id, session.amount_total, session.currency,
+                  row.amount, row.currency)
+        if row.status == "pending":
+            await release_holds(conn, row, now)
+        await conn.execute(
+            update(purchases).where(purchases.c.id == row.id).values(
+                status="refunded", refund_status="pending", refunded_at=now, updated_at=now,
+                provider_session_id=row.provider_session_id or session.id,
+                provider_payment_intent=session.payment_intent,
+                failure_reason=AMOUNT_MISMATCH, expires_at=None,
+            ))
+        return "mismatch"
     late = row.status in CLOSED
     try:
         async with conn.begin_nested():
@@ -143,7 +165,7 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
 async def fulfil(ctx: AppContext, purchase_id: str, session: ProviderSession) -> str:
     """``fulfil_in`` in a transaction of its own, then a late payment's refund is sent."""
     outcome = await ctx.db.transaction(lambda uow: fulfil_in(uow, ctx, purchase_id, session))
-    if outcome == "refund":
+    if outcome in REFUND_OUTCOMES:
         await send_pending_refund(ctx, purchase_id)
     return outcome
 
@@ -168,9 +190,17 @@ async def send_pending_refund(ctx: AppContext, purchase_id: str) -> bool:
     if payment_intent is None:
         log.error("purchase %s: refund pending but no payment intent is known", purchase_id)
         return False
+    amount = int(row.amount)
+    if row.failure_reason == AMOUNT_MISMATCH and row.provider_session_id:
+        # Paid another amount than the purchase's: refund what was actually paid.
+        try:
+            amount = (await ctx.provider.retrieve_checkout_session(
+                row.provider_session_id)).amount_total
+        except ProviderUnavailable:
+            return False
     try:
         refund_id = await ctx.provider.refund(
-            payment_intent=payment_intent, amount=int(row.amount),
+            payment_intent=payment_intent, amount=amount,
             idempotency_key=outbound_key(row.id, "refund"), reason=row.failure_reason)
     except ProviderUnavailable:
         log.warning("purchase %s: provider refund failed; will retry", purchase_id)

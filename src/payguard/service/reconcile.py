@@ -232,7 +232,8 @@ async def _check_purchase(ctx: AppContext, row: Any, now: datetime,
     session = await ctx.provider.retrieve_checkout_session(session_id)
     if session.payment_status == "paid":
         outcome = await fulfil(ctx, row.id, session)
-        return {"completed": "completed", "refund": "refunded"}.get(outcome, "none")
+        return {"completed": "completed", "refund": "refunded",
+                "mismatch": "refunded"}.get(outcome, "none")
     if session.failed and not past_expiry:
         return await _close(ctx, row.id, "failed", counts, "payment failed at the provider")
     if session.status == "expired":

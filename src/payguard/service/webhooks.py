@@ -18,7 +18,12 @@ from payguard.clock import utcnow
 from payguard.errors import ValidationFailed
 from payguard.inbox import note_redelivery, record_event
 from payguard.service.context import AppContext
-from payguard.service.lifecycle import close_pending_in, fulfil_in, send_pending_refund
+from payguard.service.lifecycle import (
+    REFUND_OUTCOMES,
+    close_pending_in,
+    fulfil_in,
+    send_pending_refund,
+)
 from payguard.service.redelivery import already_applied
 from payguard.store.schema import inbox_events, purchases
 from payguard.store.uow import UnitOfWork
@@ -152,7 +157,7 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
 
     duplicate, outcome = await ctx.db.transaction(apply)
     ctx.metrics.webhook_event(label, "duplicate" if duplicate else outcome)
-    if outcome == "refund" and purchase_id is not None:
+    if outcome in REFUND_OUTCOMES and purchase_id is not None:
         await send_pending_refund(ctx, purchase_id)
     log.info("webhook %s %s -> %s", event_id[:100], event_type[:100], outcome)
     return {"received": True, "duplicate": duplicate}

@@ -8,6 +8,8 @@ two pending checkouts (or two completed purchases) of one program.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     DDL,
     BigInteger,
@@ -28,6 +30,8 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "accounts",
@@ -65,7 +69,21 @@ metadata = MetaData(
     }
 )
 
-TS = DateTime(timezone=True)
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC. SQLite keeps no offset: an aware value is converted to
+    UTC before it is written (else ``+02:00`` would be dropped and the wall time kept);
+    a naive value is taken to be UTC already, as everywhere in payguard."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value
+
+
+TS = UtcDateTime()
 
 users = Table(
     "users",

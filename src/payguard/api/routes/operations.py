@@ -17,8 +17,11 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["operations"])
 
-OlderThan = Annotated[float | None,
-                      Query(ge=0, description="seconds; default PAYGUARD_STUCK_AFTER")]
+#: Ten years: far past any purchase's life, and far inside what a timedelta can hold.
+MAX_AGE_SECONDS = 315_360_000
+OlderThan = Annotated[float | None, Query(
+    ge=0, le=MAX_AGE_SECONDS, allow_inf_nan=False,
+    description="seconds; default PAYGUARD_STUCK_AFTER")]
 
 
 @router.get("/api/admin/purchases/stuck")

@@ -10,7 +10,6 @@ from starlette.responses import Response
 from payguard.api.deps import Ctx, User, json_response, run_idempotent
 from payguard.api.schemas import PurchaseIn
 from payguard.clock import utcnow
-from payguard.errors import ValidationFailed
 from payguard.idempotency import Claim, StoredResponse
 from payguard.idempotency import store as idempotency_store
 from payguard.service import catalog, purchases, wallets
@@ -37,12 +36,10 @@ async def wallet(ctx: Ctx, user: User) -> dict[str, Any]:
 async def wallet_entries(
     ctx: Ctx, user: User,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=20)] = None,
+    # Exactly ASCII digits that fit a 64-bit id (str.isdigit would take Unicode digits).
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> dict[str, Any]:
     assert user.user_id is not None
-    if cursor is not None and not cursor.isdigit():
-        raise ValidationFailed("cursor is not valid",
-                               errors=[{"loc": ["query", "cursor"], "msg": "not a cursor"}])
     async with ctx.db.read() as uow:
         return await wallets.list_entries(uow.conn, user.user_id, ctx.settings.currency,
                                           limit=limit, cursor=int(cursor) if cursor else None)
