@@ -57,7 +57,9 @@ async def test_race_failover_keeps_every_acknowledged_write() -> None:
         unavailable("PostgreSQL server binaries", str(exc))
     report = await run_race_async(RaceConfig(
         scenarios=["receipts", "wallet"], spawn=True, instances=2,
-        sizes={"receipts": 40, "wallet": 30}, failover_after=1.5, failover_lag=0.5,
+        # Sized so the storm outlasts the kill on an idle machine too (a faster write path
+        # must not let it finish first: "mid-run" needs writes on both sides of the fault).
+        sizes={"receipts": 200, "wallet": 120}, failover_after=1.0, failover_lag=0.5,
         progress=False, concurrency=20, seed=3,
     ))
     results = {r.name: r for r in report.results}
