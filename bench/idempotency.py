@@ -7,7 +7,7 @@ its baseline in the same run, interleaved, plus replay latency over HTTP.
 POST /api/purchases requires an Idempotency-Key, so "without a key" exists only below HTTP:
   service  guard fresh key   IdempotencyGuard.execute (claim committed on its own, then
                              purchase + stored response in one transaction), a new key each
-                             time; baseline: the same purchase via Database.run directly
+                             time; baseline: the same purchase via Database.transaction directly
   service  guard replay      IdempotencyGuard.execute with a key that already completed
                              (one read, no purchase); baseline: the direct purchase
   http     keyed replay      POST /api/purchases re-sending a completed key (answered from

@@ -6,7 +6,7 @@ database, in interleaved rounds.
                                      [--concurrency 64] [--rounds 2] [--workers 1]
 
 Subjects (every purchase: 1 item of a 1-cent product, status 201/completed):
-  service   Database.run + purchase_with_wallet + commit, in this process: wallet debit,
+  service   Database.transaction + purchase_with_wallet, in this process: wallet debit,
             revenue credit, two ledger entries, stock counter and item, order number,
             purchase row, receipt number
   http      POST /api/purchases with a fresh Idempotency-Key against a spawned
