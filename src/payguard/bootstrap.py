@@ -22,6 +22,8 @@ from payguard.ledger import ensure_platform_accounts
 from payguard.locks import create_lock_service
 from payguard.outbox import OutboxDispatcher
 from payguard.providers import create_provider
+from payguard.service import users
+from payguard.service.auth import Authenticator, TokenCache
 from payguard.service.context import AppContext
 from payguard.store.engine import create_engine
 from payguard.store.migrate import migrate
@@ -65,6 +67,10 @@ async def build_context(settings: Settings, *,
         holder_id=heartbeat.id, holder_lease=settings.holder_lease, metrics=metrics,
         max_keys_per_hour=settings.max_keys_per_hour,
     )
+    admin_token = settings.ensure_admin_token()
+    auth = Authenticator(lambda digest: users.find_by_token_digest(db, digest), admin_token,
+                         TokenCache(ttl=settings.token_cache_ttl,
+                                    max_entries=settings.token_cache_size))
     return AppContext(
         settings=settings,
         db=db,
@@ -73,7 +79,8 @@ async def build_context(settings: Settings, *,
         provider=create_provider(settings, metrics=metrics),
         outbox=OutboxDispatcher(db, settings, metrics=metrics),
         metrics=metrics,
-        admin_token=settings.ensure_admin_token(),
+        admin_token=admin_token,
+        auth=auth,
         heartbeat=heartbeat,
     )
 

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     lock_redis_prefix: str = "payguard:locks:"
     lock_backend: Literal["auto", "local", "sql", "redis"] = "auto"
     admin_token: str | None = None
+    # Seconds a resolved user token is trusted from the in-process cache: after a token
+    # rotation, other instances may accept the old token for at most this long (0: off).
+    token_cache_ttl: float = Field(default=5.0, ge=0, le=300)
+    token_cache_size: int = Field(default=10_000, ge=0)
 
     currency: str = "USD"
     max_amount: int = Field(default=100_000_000, gt=0)

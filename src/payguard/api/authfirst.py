@@ -12,7 +12,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payguard.api.problems import problem_response
 from payguard.errors import PayguardError
-from payguard.service import users
 
 __all__ = ["PRINCIPAL_STATE", "AuthFirstMiddleware", "bearer_token"]
 
@@ -44,8 +43,7 @@ class AuthFirstMiddleware:
                 break
         ctx = scope["app"].state.ctx
         try:
-            principal = await users.authenticate(ctx.db, bearer_token(header),
-                                                 ctx.admin_token)
+            principal = await ctx.auth.authenticate(bearer_token(header))
         except PayguardError as exc:
             if not _routed(scope):  # let the app answer 404 for paths that don't exist
                 await self.app(scope, receive, send)

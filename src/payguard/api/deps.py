@@ -13,7 +13,6 @@ from payguard.api.problems import dumps, to_response
 from payguard.errors import Forbidden, ValidationFailed
 from payguard.idempotency import Claim, StoredResponse, parse_key
 from payguard.idempotency.responses import json_response
-from payguard.service import users
 from payguard.service.context import AppContext
 from payguard.service.principal import Principal
 from payguard.store.uow import UnitOfWork
@@ -43,8 +42,7 @@ async def get_principal(request: Request, ctx: Annotated[AppContext, Depends(get
     found = request.scope.get("state", {}).get(PRINCIPAL_STATE)
     if isinstance(found, Principal):
         return found
-    principal = await users.authenticate(
-        ctx.db, bearer_token(request.headers.get("authorization")), ctx.admin_token)
+    principal = await ctx.auth.authenticate(bearer_token(request.headers.get("authorization")))
     request.state.principal = principal.scope
     return principal
 

@@ -61,6 +61,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Me": _obj({"id": _STR, "email": _STR, "name": _nullable(_STR)}),
     "CreatedUser": _obj({"id": _STR, "email": _STR, "name": _nullable(_STR),
                          "token": _nullable(_STR), "token_already_shown": {"type": "boolean"}}),
+    "RotatedToken": _obj({"id": _STR, "token": _nullable(_STR),
+                          "token_already_shown": {"type": "boolean"}}),
     "Wallet": _obj({"currency": _STR, "balance": _INT}),
     "Entry": _obj({"id": _STR, "amount": _INT, "balance_after": _INT, "kind": _STR,
                    "purchase_id": _nullable(_STR), "reason": _nullable(_STR),
@@ -166,6 +168,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                                          errors=(400, 413, 422, 503)),
     ("POST", "/api/admin/users"): Op(_ADMIN, (201,), _ref("CreatedUser"), "optional",
                                      _WRITE),
+    ("POST", "/api/admin/users/{user_id}/token"): Op(_ADMIN, (201,), _ref("RotatedToken"),
+                                                    "required", (404, *_WRITE)),
     ("POST", "/api/admin/products"): Op(_ADMIN, (201,), _ref("Product"), "optional", _WRITE),
     ("POST", "/api/admin/products/{product_id}/items"): Op(
         _ADMIN, (200,), _ref("Product"), "optional", (404, *_WRITE)),

@@ -14,6 +14,7 @@ from payguard.idempotency import IdempotencyGuard
 from payguard.locks import LockService
 from payguard.outbox import OutboxDispatcher
 from payguard.providers import PaymentProvider
+from payguard.service.auth import Authenticator
 from payguard.store.uow import Database
 from payguard.telemetry import MetricsSink
 
@@ -30,4 +31,5 @@ class AppContext:
     outbox: OutboxDispatcher
     metrics: MetricsSink
     admin_token: str
+    auth: Authenticator  # bearer token -> Principal (admin in memory, users cached)
     heartbeat: Heartbeat  # this process as a holder of claims and locks

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard import ledger
 from payguard.clock import utcnow
-from payguard.errors import Conflict, Unauthenticated
+from payguard.errors import Conflict, NotFound
 from payguard.ids import new_id
+from payguard.service.auth import hash_token
 from payguard.service.principal import Principal
 from payguard.store.schema import users
 from payguard.store.uow import Database
 
-__all__ = ["authenticate", "create_user", "hash_token"]
+__all__ = ["create_user", "find_by_token_digest", "hash_token", "new_token", "rotate_token"]
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def new_token() -> str:
+    return "pgu_" + secrets.token_urlsafe(32)
 
 
 async def create_user(conn: AsyncConnection, *, email: str, name: str | None,
                       currency: str) -> dict[str, Any]:
     """Create a user with an empty wallet; the token is returned here and never again."""
-    token = "pgu_" + secrets.token_urlsafe(32)
+    token = new_token()
     user_id = new_id("usr")
     now = utcnow()
     existing = await conn.scalar(select(users.c.id).where(users.c.email == email))
@@ -45,16 +44,24 @@ async def create_user(conn: AsyncConnection, *, email: str, name: str | None,
     return {"id": user_id, "email": email, "name": name, "token": token}
 
 
-async def authenticate(db: Database, token: str | None, admin_token: str) -> Principal:
-    if not token:
-        raise Unauthenticated("send Authorization: Bearer <token>")
-    if hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal("admin")
+async def find_by_token_digest(db: Database, digest: str) -> Principal | None:
+    """The user whose token hashes to ``digest``, or None (``service.auth`` caches it)."""
     async with db.read() as uow:
         row = (await uow.conn.execute(
             select(users.c.id, users.c.email, users.c.name)
-            .where(users.c.token_hash == hash_token(token))
+            .where(users.c.token_hash == digest)
         )).first()
-    if row is None:
-        raise Unauthenticated("unknown token")
-    return Principal("user", row.id, row.email, row.name)
+    return None if row is None else Principal("user", row.id, row.email, row.name)
+
+
+async def rotate_token(conn: AsyncConnection, user_id: str) -> str:
+    """Give the user a new token in the caller's transaction; the old one stops matching
+    at commit. Returns the new token, which exists nowhere else (only its hash is kept)."""
+    token = new_token()
+    updated = (await conn.execute(
+        update(users).where(users.c.id == user_id).values(token_hash=hash_token(token))
+        .returning(users.c.id)
+    )).scalar_one_or_none()
+    if updated is None:
+        raise NotFound(f"no user {user_id}")
+    return token

@@ -22,6 +22,7 @@ from payguard.outbox import OutboxDispatcher
 from payguard.providers import ProviderSession
 from payguard.service import users, wallets
 from payguard.service.audit import run_audit
+from payguard.service.auth import Authenticator, TokenCache
 from payguard.service.context import AppContext
 from payguard.service.lifecycle import AMOUNT_MISMATCH, fulfil
 from payguard.store.schema import purchases
@@ -79,6 +80,8 @@ async def test_mismatched_payment_is_refunded_not_fulfilled(
         guard=IdempotencyGuard(database, ttl=3600, lock_timeout=30, render_error=render_error),
         locks=LockService(LocalBackend()), provider=provider,  # type: ignore[arg-type]
         outbox=OutboxDispatcher(database, settings), metrics=NO_METRICS, admin_token="t",
+        auth=Authenticator(lambda digest: users.find_by_token_digest(database, digest), "t",
+                           TokenCache(ttl=0, max_entries=0)),
         heartbeat=Heartbeat(database, lease=settings.holder_lease))
 
     assert await fulfil(ctx, pid, _session(pid, paid, currency)) == "mismatch"

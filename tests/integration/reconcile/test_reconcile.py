@@ -20,6 +20,7 @@ from payguard.locks import LockService
 from payguard.locks.local import LocalBackend
 from payguard.outbox import OutboxDispatcher
 from payguard.service import users
+from payguard.service.auth import Authenticator, TokenCache
 from payguard.service.context import AppContext
 from payguard.service.reconcile import backoff_seconds, reconcile
 from payguard.store.schema import idempotency_keys, purchases
@@ -52,6 +53,8 @@ def _ctx(database: Database, provider: DownProvider) -> AppContext:
         guard=IdempotencyGuard(database, ttl=3600, lock_timeout=30, render_error=render_error),
         locks=LockService(LocalBackend()), provider=provider,  # type: ignore[arg-type]
         outbox=OutboxDispatcher(database, settings), metrics=NO_METRICS, admin_token="t",
+        auth=Authenticator(lambda digest: users.find_by_token_digest(database, digest), "t",
+                           TokenCache(ttl=0, max_entries=0)),
         heartbeat=Heartbeat(database, lease=settings.holder_lease))
 
 

@@ -12,13 +12,20 @@ from fastapi import FastAPI
 from payguard.api.app import create_app
 from payguard.api.fastpaths import UnknownPathGuard
 from payguard.config import Settings
+from payguard.service.auth import Authenticator, TokenCache
+from payguard.service.principal import Principal
+
+
+async def _no_database(_digest: str) -> Principal | None:
+    raise AssertionError("an anonymous request must not reach the users table")
 
 
 def app_for(tmp_path: Path, *, guard: bool) -> FastAPI:
     app = create_app(Settings(data_dir=tmp_path, admin_token="adm", log_requests=False))
     # No lifespan, so no real context: every caller here is anonymous (no token sent, so
     # authentication refuses before it would touch the database).
-    app.state.ctx = SimpleNamespace(db=None, admin_token="adm")
+    app.state.ctx = SimpleNamespace(
+        auth=Authenticator(_no_database, "adm", TokenCache(ttl=0, max_entries=0)))
     if not guard:
         app.user_middleware = [m for m in app.user_middleware if m.cls is not UnknownPathGuard]
     return app

@@ -37,6 +37,19 @@ async def create_user(body: UserIn, request: Request, ctx: Ctx, admin: Admin) ->
     return await run_idempotent(request, ctx, admin, effects, required=False)
 
 
+@router.post("/users/{user_id}/token", status_code=201)
+async def rotate_user_token(user_id: str, request: Request, ctx: Ctx, admin: Admin) -> Response:
+    """A new token for a leaked one, shown once (``secret_response``: what is stored for a
+    replay has the token null). This process refuses the old token from the commit on; the
+    others once their cached copy is ``PAYGUARD_TOKEN_CACHE_TTL`` old."""
+    async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
+        token = await users.rotate_token(uow.conn, user_id)
+        uow.after_commit(lambda: ctx.auth.forget_user(user_id))
+        return secret_response({"id": user_id, "token": token}, 201)
+
+    return await run_idempotent(request, ctx, admin, effects, required=True)
+
+
 @router.post("/products", status_code=201)
 async def create_product(body: ProductIn, request: Request, ctx: Ctx, admin: Admin) -> Response:
     check_amount(ctx, body.price, "price")
