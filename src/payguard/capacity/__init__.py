@@ -16,7 +16,8 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import utcnow
-from payguard.store.schema import capacities, reservations
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 
 __all__ = [
     "Capacity",
@@ -32,6 +33,8 @@ __all__ = [
 
 
 class Capacity:
+    """A counter as read: its key, its limit and how many units are taken."""
+
     __slots__ = ("key", "limit", "taken")
 
     def __init__(self, key: str, limit: int, taken: int) -> None:
@@ -39,29 +42,38 @@ class Capacity:
 
     @property
     def available(self) -> int:
+        """Units still free."""
         return self.limit - self.taken
 
 
-async def create(conn: AsyncConnection, key: str, limit: int) -> None:
+async def create(conn: AsyncConnection, key: str, limit: int, *,
+                 tables: Tables = PRIMITIVES) -> None:
+    """A new counter of ``limit`` units, none taken (a duplicate key is an error)."""
+    capacities = tables.capacities
     await conn.execute(insert(capacities).values(key=key, limit=limit, taken=0))
 
 
-async def get(conn: AsyncConnection, key: str) -> Capacity | None:
+async def get(conn: AsyncConnection, key: str, *, tables: Tables = PRIMITIVES) -> Capacity | None:
+    """The counter ``key`` as it is now (None: no such counter)."""
+    capacities = tables.capacities
     row = (await conn.execute(select(capacities).where(capacities.c.key == key))).first()
     return None if row is None else Capacity(row.key, int(row.limit), int(row.taken))
 
 
-async def grow(conn: AsyncConnection, key: str, by: int) -> None:
+async def grow(conn: AsyncConnection, key: str, by: int, *, tables: Tables = PRIMITIVES) -> None:
     """Raise the limit (new stock arrived)."""
+    capacities = tables.capacities
     await conn.execute(
         update(capacities).where(capacities.c.key == key)
         .values(limit=capacities.c.limit + by)
     )
 
 
-async def take(conn: AsyncConnection, key: str, quantity: int) -> bool:
+async def take(conn: AsyncConnection, key: str, quantity: int, *,
+               tables: Tables = PRIMITIVES) -> bool:
     """The conditional increment itself: True if ``quantity`` units were free and are now
     taken. Callers record what they took (``reserve`` does, in ``reservations``)."""
+    capacities = tables.capacities
     taken = (await conn.execute(
         update(capacities)
         .where(capacities.c.key == key, capacities.c.taken + quantity <= capacities.c.limit)
@@ -80,9 +92,11 @@ async def reserve(
     expires_at: datetime | None = None,
     keep_now: bool = False,
     now: datetime | None = None,
+    tables: Tables = PRIMITIVES,
 ) -> bool:
     """Take ``quantity`` units for ``purchase_id``; False when not enough are left."""
-    if not await take(conn, key, quantity):
+    reservations = tables.reservations
+    if not await take(conn, key, quantity, tables=tables):
         return False
     now = now or utcnow()
     await conn.execute(insert(reservations).values(
@@ -94,8 +108,9 @@ async def reserve(
 
 
 async def keep(conn: AsyncConnection, key: str, purchase_id: str,
-               now: datetime | None = None) -> bool:
+               now: datetime | None = None, *, tables: Tables = PRIMITIVES) -> bool:
     """Turn a hold into a permanent take (payment completed). True if it was held."""
+    reservations = tables.reservations
     result = await conn.execute(
         update(reservations)
         .where(reservations.c.capacity_key == key, reservations.c.purchase_id == purchase_id,
@@ -106,8 +121,9 @@ async def keep(conn: AsyncConnection, key: str, purchase_id: str,
 
 
 async def release(conn: AsyncConnection, key: str, purchase_id: str,
-                  now: datetime | None = None) -> int:
+                  now: datetime | None = None, *, tables: Tables = PRIMITIVES) -> int:
     """Give the units of ``purchase_id`` back, exactly once. Returns how many were freed."""
+    capacities, reservations = tables.capacities, tables.reservations
     quantity = (await conn.execute(
         update(reservations)
         .where(reservations.c.capacity_key == key, reservations.c.purchase_id == purchase_id,
@@ -125,8 +141,9 @@ async def release(conn: AsyncConnection, key: str, purchase_id: str,
 
 
 async def expired_holds(conn: AsyncConnection, now: datetime,
-                        limit: int = 100) -> list[tuple[str, str]]:
+                        limit: int = 100, *, tables: Tables = PRIMITIVES) -> list[tuple[str, str]]:
     """(capacity_key, purchase_id) of holds past their expiry, oldest first."""
+    reservations = tables.reservations
     rows = await conn.execute(
         select(reservations.c.capacity_key, reservations.c.purchase_id)
         .where(and_(reservations.c.state == "held", reservations.c.expires_at < now))

@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 
 from payguard.clock import utcnow
 from payguard.holders import store
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 from payguard.store.uow import Database, UnitOfWork
 
 __all__ = ["Heartbeat", "new_holder_id"]
@@ -22,6 +24,7 @@ PURGE_AFTER = timedelta(hours=1)
 
 
 def new_holder_id() -> str:
+    """A fresh random holder id (``hld_`` and 16 hex digits)."""
     return "hld_" + secrets.token_hex(8)
 
 
@@ -35,13 +38,15 @@ class Heartbeat:
     """
 
     def __init__(self, db: Database, *, lease: float, holder_id: str | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 tables: Tables = PRIMITIVES) -> None:
         if not lease > 0:
             raise ValueError(f"holder lease must be positive, got {lease!r}")
         self.db = db
         self.lease = lease
         self.id = holder_id or new_holder_id()
         self.clock = clock
+        self.tables = tables
         self.beats = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -52,8 +57,8 @@ class Heartbeat:
     async def _write(self, first: bool) -> None:
         async def tx(uow: UnitOfWork) -> None:
             now = self.clock()
-            if first or not await store.beat(uow.conn, self.id, now):
-                await store.register(uow.conn, self.id, now)
+            if first or not await store.beat(uow.conn, self.id, now, tables=self.tables):
+                await store.register(uow.conn, self.id, now, tables=self.tables)
 
         await self.db.transaction(tx)
         self.beats += 1
@@ -79,7 +84,8 @@ class Heartbeat:
 
     async def _purge(self) -> None:
         await self.db.transaction(
-            lambda uow: store.purge_stale(uow.conn, self.clock() - PURGE_AFTER))
+            lambda uow: store.purge_stale(uow.conn, self.clock() - PURGE_AFTER,
+                                          tables=self.tables))
 
     async def stop(self) -> None:
         """Stop renewing and retire the row: what we still hold is takeable at once."""
@@ -90,7 +96,8 @@ class Heartbeat:
             self._task = None
 
         try:
-            await self.db.transaction(lambda uow: store.retire(uow.conn, self.id))
+            await self.db.transaction(
+                lambda uow: store.retire(uow.conn, self.id, tables=self.tables))
         except Exception:
             log.warning("retiring holder %s failed; it lapses by itself", self.id,
                         exc_info=True)

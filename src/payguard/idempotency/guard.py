@@ -35,6 +35,8 @@ from payguard.errors import (
 from payguard.idempotency import store
 from payguard.idempotency.keys import fingerprint
 from payguard.idempotency.store import Claim, StoredResponse
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 from payguard.store.uow import Database, UnitOfWork
 from payguard.telemetry import NO_METRICS, MetricsSink
 
@@ -47,18 +49,31 @@ RenderError = Callable[[PayguardError], StoredResponse]
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """What a guarded request answers: the response, and whether it is a replay of the
+    response stored by an earlier request with the same key."""
+
     response: StoredResponse
     replayed: bool
 
 
 class IdempotencyGuard:
+    """Runs a request at most once per ``(principal, key)`` and replays its response.
+
+    ``render_error`` turns a ``PayguardError`` raised by the effects into the response
+    stored for the key (a 4xx is stored and replayed; a 5xx gives the key back);
+    ``payguard.problem_response`` renders RFC 9457 problem+json. ``tables``: the bundle
+    of ``payguard.tables(prefix)`` the keys live in.
+    """
+
     def __init__(self, db: Database, *, ttl: float, lock_timeout: float,
                  render_error: RenderError, clock: Callable[[], datetime] = utcnow,
                  hold_seconds: float = 0.0, holder_id: str | None = None,
                  holder_lease: float | None = None,
                  metrics: MetricsSink = NO_METRICS,
-                 max_keys_per_hour: int | None = None) -> None:
+                 max_keys_per_hour: int | None = None,
+                 tables: Tables = PRIMITIVES) -> None:
         self.db = db
+        self.tables = tables
         # The process running the claims (``payguard.holders``): a retry takes over a key
         # whose holder stopped renewing its heartbeat for ``holder_lease`` seconds.
         self.holder_id = holder_id
@@ -81,7 +96,7 @@ class IdempotencyGuard:
         fp = fingerprint(method, path, body)
         async with self.db.read() as uow:
             settled = await store.lookup(uow.conn, principal=principal, key=key,
-                                         fingerprint=fp, now=self.clock())
+                                         fingerprint=fp, now=self.clock(), tables=self.tables)
 
         owner = store.new_owner()
 
@@ -92,6 +107,7 @@ class IdempotencyGuard:
                 uow.conn, principal=principal, key=key, fingerprint=fp, method=method,
                 path=path, now=self.clock(), ttl=self.ttl, lock_timeout=self.lock_timeout,
                 owner=owner, holder_id=self.holder_id, holder_lease=self.holder_lease,
+                tables=self.tables,
             )
 
         if settled is not None:
@@ -105,7 +121,7 @@ class IdempotencyGuard:
                 # would release it until the lock timeout: do it once a server answers.
                 async def unclaim(uow: UnitOfWork) -> None:
                     await store.release_unconfirmed(uow.conn, principal=principal, key=key,
-                                                    owner=owner)
+                                                    owner=owner, tables=self.tables)
 
                 self._release_in_background(unclaim)
                 raise
@@ -131,7 +147,7 @@ class IdempotencyGuard:
         assert self.max_keys_per_hour is not None
         since = self.clock() - timedelta(hours=1)
         recent = await store.count_recent(uow.conn, principal, since,
-                                          cap=self.max_keys_per_hour)
+                                          cap=self.max_keys_per_hour, tables=self.tables)
         if recent >= self.max_keys_per_hour:
             raise LimitReached(
                 f"{self.max_keys_per_hour} idempotency keys in the last hour is the limit "
@@ -151,7 +167,8 @@ class IdempotencyGuard:
 
             async def apply(uow: UnitOfWork) -> StoredResponse:
                 response = await effects(uow, claim_)
-                if not await store.finish(uow.conn, claim_, response, self.clock()):
+                if not await store.finish(uow.conn, claim_, response, self.clock(),
+                                          tables=self.tables):
                     raise RequestInProgress("this request's claim was taken over by a retry")
                 return response
 
@@ -196,14 +213,14 @@ class IdempotencyGuard:
     async def _store(self, claim_: Claim, response: StoredResponse) -> StoredResponse:
         """Keep ``response`` as the key's answer, in a transaction of its own."""
         async def save(uow: UnitOfWork) -> None:
-            await store.finish(uow.conn, claim_, response, self.clock())
+            await store.finish(uow.conn, claim_, response, self.clock(), tables=self.tables)
 
         await self.db.transaction(save)
         return response
 
     async def _release(self, claim_: Claim) -> None:
         async def drop(uow: UnitOfWork) -> None:
-            await store.release(uow.conn, claim_)
+            await store.release(uow.conn, claim_, tables=self.tables)
 
         try:
             # Shielded: a cancelled request must still give its key back.

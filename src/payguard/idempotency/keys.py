@@ -47,6 +47,8 @@ def canonical_json(body: bytes) -> bytes:
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
+    """SHA-256 of the method, the path and the canonical JSON of the body: what a key is
+    bound to, so the same key with another request is refused, not replayed."""
     digest = hashlib.sha256()
     for part in (method.upper().encode(), path.encode(), canonical_json(body)):
         digest.update(len(part).to_bytes(8, "big"))

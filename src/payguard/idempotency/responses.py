@@ -23,4 +23,5 @@ def dumps(payload: Any) -> bytes:
 
 
 def json_response(payload: Any, status: int = 200) -> StoredResponse:
+    """``payload`` as a JSON ``StoredResponse`` (what a guarded request returns)."""
     return StoredResponse(status=status, body=dumps(payload), headers={"content-type": JSON})

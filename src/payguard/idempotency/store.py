@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from payguard.clock import as_utc
 from payguard.holders import holder_dead
 from payguard.store import dialect
-from payguard.store.schema import idempotency_keys
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 
 __all__ = [
     "Claim",
@@ -74,12 +75,13 @@ class ClaimResult:
 
 
 async def lookup(conn: AsyncConnection, *, principal: str, key: str, fingerprint: str,
-                 now: datetime) -> ClaimResult | None:
+                 now: datetime, tables: Tables = PRIMITIVES) -> ClaimResult | None:
     """A read-only look at a key: a replay or a mismatch when it settles the request,
     else None (new, expired, or in progress: the caller must go through ``claim``).
 
     Lets replays, the most common retry, skip the write transaction a claim needs.
     """
+    idempotency_keys = tables.idempotency_keys
     row = (await conn.execute(
         select(idempotency_keys.c.fingerprint, idempotency_keys.c.state,
                idempotency_keys.c.expires_at, idempotency_keys.c.status_code,
@@ -117,6 +119,7 @@ async def claim(
     owner: str | None = None,
     holder_id: str | None = None,
     holder_lease: float | None = None,
+    tables: Tables = PRIMITIVES,
 ) -> ClaimResult:
     """Try to take ``(principal, key)`` for the process ``holder_id``. The caller commits
     right after.
@@ -124,6 +127,7 @@ async def claim(
     ``owner`` (default: a fresh token) lets a caller whose COMMIT of the claim was lost
     give the key back later with ``release_unconfirmed``.
     """
+    idempotency_keys = tables.idempotency_keys
     owner = owner or new_owner()
     expires_at = now + timedelta(seconds=ttl)
     inserted = (await conn.execute(
@@ -170,7 +174,8 @@ async def claim(
         update(idempotency_keys)
         .where(
             idempotency_keys.c.id == row.id,
-            takeable(now, lock_timeout=lock_timeout, holder_lease=holder_lease),
+            takeable(now, lock_timeout=lock_timeout, holder_lease=holder_lease,
+                     tables=tables),
         )
         .values(lock_owner=owner, locked_at=now, holder_id=holder_id, updated_at=now)
         .returning(idempotency_keys.c.recovery_point, idempotency_keys.c.purchase_id)
@@ -183,28 +188,30 @@ async def claim(
 
 
 def takeable(now: datetime, *, lock_timeout: float,
-             holder_lease: float | None) -> ColumnElement[bool]:
+             holder_lease: float | None, tables: Tables = PRIMITIVES) -> ColumnElement[bool]:
     """SQL: an in-progress claim whose request can no longer finish on its own.
 
     Its holder process stopped renewing its heartbeat (``holder_lease``; None: do not look
     at holders), or the claim has not moved for ``lock_timeout`` seconds whoever holds it.
     """
-    c = idempotency_keys.c
+    c = tables.idempotency_keys.c
     stale = or_(c.locked_at.is_(None), c.locked_at < now - timedelta(seconds=lock_timeout))
     if holder_lease is not None:
-        stale = or_(stale, holder_dead(c.holder_id, now, holder_lease))
+        stale = or_(stale, holder_dead(c.holder_id, now, holder_lease, tables=tables))
     return and_(c.state == "in_progress", stale)
 
 
-def _owned(claim_: Claim) -> ColumnElement[bool]:
+def _owned(claim_: Claim, tables: Tables) -> ColumnElement[bool]:
+    idempotency_keys = tables.idempotency_keys
     return and_(idempotency_keys.c.id == claim_.id, idempotency_keys.c.lock_owner == claim_.owner,
                 idempotency_keys.c.state == "in_progress")
 
 
 async def count_recent(conn: AsyncConnection, principal: str, since: datetime, *,
-                       cap: int) -> int:
+                       cap: int, tables: Tables = PRIMITIVES) -> int:
     """How many keys ``principal`` stored since ``since``, counting no further than ``cap``
     (so the cost stays bounded however many keys there are)."""
+    idempotency_keys = tables.idempotency_keys
     recent = (select(idempotency_keys.c.id)
               .where(idempotency_keys.c.principal == principal,
                      idempotency_keys.c.created_at >= since)
@@ -213,10 +220,11 @@ async def count_recent(conn: AsyncConnection, principal: str, since: datetime, *
 
 
 async def finish(conn: AsyncConnection, claim_: Claim, response: StoredResponse,
-                 now: datetime) -> bool:
+                 now: datetime, *, tables: Tables = PRIMITIVES) -> bool:
     """Store the final response in the caller's transaction. False: the claim was lost."""
+    idempotency_keys = tables.idempotency_keys
     result = await conn.execute(
-        update(idempotency_keys).where(_owned(claim_)).values(
+        update(idempotency_keys).where(_owned(claim_, tables)).values(
             state="completed", status_code=response.status, response_body=response.body,
             response_headers=json.dumps(response.headers), lock_owner=None, locked_at=None,
             recovery_point="finished", updated_at=now,
@@ -226,17 +234,19 @@ async def finish(conn: AsyncConnection, claim_: Claim, response: StoredResponse,
 
 
 async def advance(conn: AsyncConnection, claim_: Claim, recovery_point: str, now: datetime,
-                  *, purchase_id: str | None = None) -> bool:
+                  *, purchase_id: str | None = None, tables: Tables = PRIMITIVES) -> bool:
     """Record that an atomic phase committed; also refreshes the lock. False: claim lost."""
+    idempotency_keys = tables.idempotency_keys
     values: dict[str, object] = {"recovery_point": recovery_point, "locked_at": now,
                                  "updated_at": now}
     if purchase_id is not None:
         values["purchase_id"] = purchase_id
-    result = await conn.execute(update(idempotency_keys).where(_owned(claim_)).values(**values))
+    result = await conn.execute(
+        update(idempotency_keys).where(_owned(claim_, tables)).values(**values))
     return result.rowcount == 1
 
 
-async def release(conn: AsyncConnection, claim_: Claim) -> bool:
+async def release(conn: AsyncConnection, claim_: Claim, *, tables: Tables = PRIMITIVES) -> bool:
     """Give the key back (a 5xx, a transient 409): the client's retry runs it again.
 
     Without recorded progress the key is forgotten (the retry is a new request). With
@@ -244,11 +254,12 @@ async def release(conn: AsyncConnection, claim_: Claim) -> bool:
     claim is let go, so the retry takes it over at once and resumes from that point instead
     of starting a second purchase beside the first.
     """
+    idempotency_keys = tables.idempotency_keys
     forgotten = await conn.execute(delete(idempotency_keys).where(
-        _owned(claim_), idempotency_keys.c.recovery_point == "started"))
+        _owned(claim_, tables), idempotency_keys.c.recovery_point == "started"))
     if forgotten.rowcount == 1:
         return True
-    result = await conn.execute(update(idempotency_keys).where(_owned(claim_)).values(
+    result = await conn.execute(update(idempotency_keys).where(_owned(claim_, tables)).values(
         lock_owner=None, locked_at=None, holder_id=None))
     return result.rowcount == 1
 
@@ -259,12 +270,13 @@ def new_owner() -> str:
 
 
 async def release_unconfirmed(conn: AsyncConnection, *, principal: str, key: str,
-                              owner: str) -> bool:
+                              owner: str, tables: Tables = PRIMITIVES) -> bool:
     """Forget a key claimed by ``owner`` whose claim's COMMIT outcome was never known.
 
     Only a claim still in progress under that owner goes: one that was taken over, or a
     key that never got claimed, is left alone.
     """
+    idempotency_keys = tables.idempotency_keys
     result = await conn.execute(delete(idempotency_keys).where(
         idempotency_keys.c.principal == principal, idempotency_keys.c.key == key,
         idempotency_keys.c.lock_owner == owner, idempotency_keys.c.state == "in_progress",
@@ -272,8 +284,9 @@ async def release_unconfirmed(conn: AsyncConnection, *, principal: str, key: str
     return result.rowcount == 1
 
 
-async def reap_expired(conn: AsyncConnection, now: datetime) -> int:
+async def reap_expired(conn: AsyncConnection, now: datetime, *, tables: Tables = PRIMITIVES) -> int:
     """Delete keys past retention. Returns how many went."""
+    idempotency_keys = tables.idempotency_keys
     result = await conn.execute(
         delete(idempotency_keys).where(idempotency_keys.c.expires_at <= now)
     )

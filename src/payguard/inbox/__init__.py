@@ -14,15 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import utcnow
 from payguard.store import dialect
-from payguard.store.schema import inbox_events
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 
 __all__ = ["note_redelivery", "purge_older_than", "record_event"]
 
 
 async def record_event(conn: AsyncConnection, *, provider: str, event_id: str, type: str,
                        object_id: str | None, outcome: str,
-                       now: datetime | None = None) -> bool:
+                       now: datetime | None = None, tables: Tables = PRIMITIVES) -> bool:
     """Claim ``event_id`` in the caller's transaction. False: it was applied before."""
+    inbox_events = tables.inbox_events
     stmt = dialect.insert(conn, inbox_events).values(
         provider=provider, event_id=event_id, type=type, object_id=object_id,
         outcome=outcome, received_at=now or utcnow(),
@@ -32,12 +34,13 @@ async def record_event(conn: AsyncConnection, *, provider: str, event_id: str, t
 
 
 async def note_redelivery(conn: AsyncConnection, *, provider: str, event_id: str,
-                          now: datetime | None = None) -> bool:
+                          now: datetime | None = None, tables: Tables = PRIMITIVES) -> bool:
     """Count one more delivery of an event already recorded. False: it is not recorded.
 
     One conditional statement both answers "seen before?" and keeps the count the
     operator sees, so a duplicate costs no more round trips than a plain lookup.
     """
+    inbox_events = tables.inbox_events
     result = await conn.execute(
         update(inbox_events)
         .where(inbox_events.c.provider == provider, inbox_events.c.event_id == event_id)
@@ -47,7 +50,9 @@ async def note_redelivery(conn: AsyncConnection, *, provider: str, event_id: str
 
 
 async def purge_older_than(conn: AsyncConnection, age: timedelta,
-                           now: datetime | None = None) -> int:
+                           now: datetime | None = None, *, tables: Tables = PRIMITIVES) -> int:
+    """Forget events received more than ``age`` ago; returns how many went."""
+    inbox_events = tables.inbox_events
     cutoff = (now or utcnow()) - age
     result = await conn.execute(delete(inbox_events).where(inbox_events.c.received_at < cutoff))
     return int(result.rowcount)

@@ -14,7 +14,8 @@ from payguard.ids import new_id
 from payguard.ledger.accounts import ensure_platform_account, ensure_wallet
 from payguard.ledger.errors import CurrencyMismatch
 from payguard.money import ensure_minor_units
-from payguard.store.schema import accounts, entries, transfers
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 
 __all__ = ["Transfer", "transfer"]
 
@@ -33,9 +34,10 @@ class Transfer:
 
 
 async def _apply(conn: AsyncConnection, account_id: str, delta: int, currency: str,
-                 now: datetime) -> int:
+                 now: datetime, tables: Tables) -> int:
     """Add ``delta`` to one balance in a single statement, which also refuses an account in
     another currency than the transfer's, and a debit below zero."""
+    accounts = tables.accounts
     stmt = (
         update(accounts)
         .where(accounts.c.id == account_id, accounts.c.currency == currency)
@@ -52,7 +54,7 @@ async def _apply(conn: AsyncConnection, account_id: str, delta: int, currency: s
     if held_in is not None and held_in != currency:
         raise CurrencyMismatch(
             f"account {account_id} is held in {held_in}, the transfer is in {currency}")
-    if held_in is None and await _create_if_missing(conn, account_id, currency, now):
+    if held_in is None and await _create_if_missing(conn, account_id, currency, now, tables):
         balance = (await conn.execute(stmt)).scalar_one_or_none()
         if balance is not None:
             return int(balance)
@@ -60,15 +62,15 @@ async def _apply(conn: AsyncConnection, account_id: str, delta: int, currency: s
 
 
 async def _create_if_missing(conn: AsyncConnection, account_id: str, currency: str,
-                             now: datetime) -> bool:
+                             now: datetime, tables: Tables) -> bool:
     """Accounts are created up front (users, products, startup); this is the rare path for
     a currency seen for the first time. Creating them lazily on every transfer would make
     each purchase wait on the hot platform row's lock just to learn that it exists."""
     kind_or_user = account_id.removeprefix("plt_").removeprefix("wal_").rsplit("_", 1)[0]
     if account_id.startswith("plt_"):
-        await ensure_platform_account(conn, kind_or_user, currency, now)
+        await ensure_platform_account(conn, kind_or_user, currency, now, tables=tables)
     elif account_id.startswith("wal_"):
-        await ensure_wallet(conn, kind_or_user, currency, now)
+        await ensure_wallet(conn, kind_or_user, currency, now, tables=tables)
     else:
         return False
     return True
@@ -91,6 +93,7 @@ async def transfer(
     purchase_id: str | None = None,
     reason: str | None = None,
     now: datetime | None = None,
+    tables: Tables = PRIMITIVES,
 ) -> Transfer:
     """Move ``amount`` from ``debit`` to ``credit`` inside the caller's transaction.
 
@@ -107,9 +110,10 @@ async def transfer(
     balances: dict[str, int] = {}
     for account_id in sorted((debit, credit), key=lock_order):
         delta = -amount if account_id == debit else amount
-        balances[account_id] = await _apply(conn, account_id, delta, currency, now)
+        balances[account_id] = await _apply(conn, account_id, delta, currency, now, tables)
 
     transfer_id = new_id("trf")
+    transfers, entries = tables.transfers, tables.entries
     await conn.execute(insert(transfers).values(
         id=transfer_id, kind=kind, amount=amount, currency=currency,
         debit_account_id=debit, credit_account_id=credit, purchase_id=purchase_id,

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 
 from payguard.clock import utcnow
 from payguard.store import dialect
-from payguard.store.schema import lock_epochs
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 from payguard.store.uow import Database, UnitOfWork
 
 __all__ = ["EPOCH_SHIFT", "EpochSource", "compose", "epoch_source", "next_epoch"]
@@ -32,8 +33,10 @@ def compose(epoch: int, counter: int) -> int:
     return (epoch << EPOCH_SHIFT) | counter
 
 
-async def next_epoch(db: Database, scope: str) -> int:
+async def next_epoch(db: Database, scope: str, *, tables: Tables = PRIMITIVES) -> int:
     """Take the next epoch of ``scope`` (1, 2, 3, ...) in its own committed transaction."""
+    lock_epochs = tables.lock_epochs
+
     async def tx(uow: UnitOfWork) -> int:
         now = utcnow()
         ins = dialect.insert(uow.conn, lock_epochs).values(scope=scope, epoch=1, updated_at=now)
@@ -48,8 +51,11 @@ async def next_epoch(db: Database, scope: str) -> int:
     return await db.transaction(tx)
 
 
-def epoch_source(db: Database, scope: str) -> EpochSource:
+def epoch_source(db: Database, scope: str, *, tables: Tables = PRIMITIVES) -> EpochSource:
+    """The epochs of ``scope`` for a backend whose counters do not survive restarts
+    (``LocalBackend``, ``RedisBackend``): each start of its state takes the next one."""
+
     async def source() -> int:
-        return await next_epoch(db, scope)
+        return await next_epoch(db, scope, tables=tables)
 
     return source

@@ -9,10 +9,12 @@ from payguard.locks.local import LocalBackend
 from payguard.locks.redis_backend import RedisBackend
 from payguard.locks.service import LockService
 from payguard.locks.sql import SqlBackend
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 from payguard.store.uow import Database
 from payguard.telemetry import NO_METRICS, MetricsSink
 
-__all__ = ["DEFAULT_REDIS_PREFIX", "choose_backend", "create_lock_service"]
+__all__ = ["DEFAULT_REDIS_PREFIX", "choose_backend", "create_lock_service", "lock_service"]
 
 DEFAULT_REDIS_PREFIX = "payguard:locks:"
 
@@ -41,20 +43,37 @@ def choose_backend(settings: Settings, workers: int | None = None) -> str:
     return choice
 
 
+def lock_service(db: Database, backend: str = "sql", *, redis_url: str | None = None,
+                 redis_prefix: str = DEFAULT_REDIS_PREFIX, holder_id: str | None = None,
+                 metrics: MetricsSink = NO_METRICS,
+                 tables: Tables = PRIMITIVES) -> LockService:
+    """A ``LockService`` over ``backend``: ``"local"`` (this process only), ``"sql"``
+    (leases in ``tables.lock_leases`` of ``db``: every process on that database) or
+    ``"redis"`` (``redis_url``). Fencing tokens grow across restarts of every backend (the
+    epochs live in ``tables.lock_epochs``). Close it with ``await service.close()``."""
+    if backend == "redis":
+        if not redis_url:
+            raise LockBackendConfigError("the redis lock backend needs a redis_url")
+        return LockService(
+            RedisBackend(redis_url, prefix=redis_prefix,
+                         epoch_source=epoch_source(db, f"redis:{redis_prefix}", tables=tables)),
+            holder_id=holder_id, metrics=metrics)
+    if backend == "sql":
+        return LockService(SqlBackend(db.engine, tables=tables), holder_id=holder_id,
+                           metrics=metrics)
+    if backend == "local":
+        return LockService(LocalBackend(epoch_source(db, "local", tables=tables)),
+                           holder_id=holder_id, metrics=metrics)
+    raise LockBackendConfigError(f"unknown lock backend {backend!r}: local, sql or redis")
+
+
 def create_lock_service(settings: Settings, database: Database, *, workers: int | None = None,
                         redis_prefix: str | None = None,
                         holder_id: str | None = None,
                         metrics: MetricsSink = NO_METRICS) -> LockService:
-    """The lock service for this process (``holder_id``: its ``payguard.holders`` id).
-    Close it with ``await service.close()``."""
+    """The lock service of the reference service's process, chosen from ``settings``
+    (``holder_id``: its ``payguard.holders`` id). Close it with ``await service.close()``."""
     name = choose_backend(settings, workers)
-    if name == "redis":
-        assert settings.redis_url is not None  # checked by choose_backend
-        prefix = redis_prefix or settings.lock_redis_prefix or DEFAULT_REDIS_PREFIX
-        return LockService(RedisBackend(settings.redis_url, prefix=prefix,
-                                        epoch_source=epoch_source(database, f"redis:{prefix}")),
-                           holder_id=holder_id, metrics=metrics)
-    if name == "sql":
-        return LockService(SqlBackend(database.engine), holder_id=holder_id, metrics=metrics)
-    return LockService(LocalBackend(epoch_source(database, "local")), holder_id=holder_id,
-                       metrics=metrics)
+    prefix = redis_prefix or settings.lock_redis_prefix or DEFAULT_REDIS_PREFIX
+    return lock_service(database, name, redis_url=settings.redis_url, redis_prefix=prefix,
+                        holder_id=holder_id, metrics=metrics)

@@ -21,17 +21,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import utcnow
 from payguard.locks.errors import StaleFencingToken
-from payguard.store.schema import fences
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 
 __all__ = ["Fence", "StaleFencingToken", "advance_fence"]
 
 
-async def advance_fence(conn: AsyncConnection, resource: str, token: int) -> None:
+async def advance_fence(conn: AsyncConnection, resource: str, token: int, *,
+                        tables: Tables = PRIMITIVES) -> None:
     """Record ``token`` for ``resource`` in the open transaction, or raise
     ``StaleFencingToken`` if a newer token was already accepted.
 
     An equal token passes: one holder may write the same resource several times.
     """
+    fences = tables.fences
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     ins = insert(fences).values(resource=resource, last_token=token, updated_at=utcnow())
     stmt = ins.on_conflict_do_update(
@@ -52,8 +55,9 @@ class Fence:
 
     resource: str
     token: int
+    tables: Tables = PRIMITIVES
 
     async def check(self, conn: AsyncConnection) -> None:
         """``advance_fence`` in the open transaction: raises ``StaleFencingToken`` when a
         newer holder already wrote."""
-        await advance_fence(conn, self.resource, self.token)
+        await advance_fence(conn, self.resource, self.token, tables=self.tables)

@@ -42,6 +42,10 @@ class _Entry:
 
 
 class LocalBackend:
+    """Leases held in this process's memory: exclusion among the tasks of one process
+    only (one worker). Tokens carry an epoch from the database, so they still grow after
+    a restart."""
+
     name = "local"
     #: ``release`` has no await inside: the service can skip shielding it (a task per release).
     release_never_suspends = True

@@ -187,6 +187,10 @@ class _ReleaseListener:
 
 
 class RedisBackend:
+    """Leases in Redis (one key per lock, Lua scripts for acquire, extend and release),
+    with waiters woken by pub/sub on release: exclusion across every process that uses
+    the same Redis and key ``prefix``."""
+
     name = "redis"
 
     def __init__(self, url: str, *, prefix: str = "payguard:locks:",

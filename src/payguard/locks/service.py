@@ -230,7 +230,9 @@ class LockService:
         return await self._backend.healthy()
 
     async def clean_expired(self) -> int:
+        """Clear lapsed leases (housekeeping; a lapsed lease is takeable anyway)."""
         return await self._backend.clean_expired()
 
     async def close(self) -> None:
+        """Release the backend's connections (Redis); the database is not closed."""
         await self._backend.close()

@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payguard.locks.errors import LockBackendUnavailable
 from payguard.locks.types import Grant, HeldLock
-from payguard.store.schema import lock_leases
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 from payguard.store.uow import is_retryable
 
 __all__ = ["SqlBackend", "db_now_ms"]
@@ -62,9 +63,13 @@ class _Gate:
 
 
 class SqlBackend:
+    """Leases as rows of ``tables.lock_leases`` in the application's own database: locks
+    shared by every process that uses that database, with no other server to run."""
+
     name = "sql"
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, tables: Tables = PRIMITIVES) -> None:
+        self._leases = tables.lock_leases
         self._gates: dict[str, _Gate] = {}
         self._engine = engine
         self._dialect = engine.dialect.name
@@ -95,11 +100,11 @@ class SqlBackend:
     async def try_acquire(self, key: str, owner: str, ttl_ms: int) -> Grant | None:
         """One conditional upsert: take the row when it is free, lapsed, or absent."""
         insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        ins = insert(lock_leases).values(
+        ins = insert(self._leases).values(
             key=key, owner=owner, fencing_token=1,
             acquired_at_ms=self._now, expires_at_ms=self._now + ttl_ms,
         )
-        row = lock_leases.c
+        row = self._leases.c
         stmt = ins.on_conflict_do_update(
             index_elements=[row.key],
             set_={
@@ -157,8 +162,8 @@ class SqlBackend:
             delay = min(_POLL_MAX, delay * 2)
 
     async def release(self, key: str, owner: str) -> bool:
-        row = lock_leases.c
-        stmt = (update(lock_leases)
+        row = self._leases.c
+        stmt = (update(self._leases)
                 .where(row.key == key, row.owner == owner)
                 .values(owner=None, acquired_at_ms=None, expires_at_ms=None))
         released = int(await self._execute(stmt)) == 1
@@ -170,8 +175,8 @@ class SqlBackend:
     async def extend(self, key: str, owner: str, ttl_ms: int) -> int | None:
         if ttl_ms <= 0:  # would end the lease while reporting it extended
             raise ValueError("a lease TTL must be positive")
-        row = lock_leases.c
-        stmt = (update(lock_leases)
+        row = self._leases.c
+        stmt = (update(self._leases)
                 .where(row.key == key, row.owner == owner, row.expires_at_ms > self._now)
                 .values(expires_at_ms=self._now + ttl_ms)
                 .returning(row.expires_at_ms))
@@ -179,15 +184,15 @@ class SqlBackend:
         return int(rows[0][0]) if rows else None
 
     def _active(self) -> ColumnElement[bool]:
-        row = lock_leases.c
+        row = self._leases.c
         return and_(row.owner.is_not(None), row.expires_at_ms > self._now)
 
     async def has_active(self, key: str) -> bool:
-        stmt = select(lock_leases.c.key).where(lock_leases.c.key == key, self._active())
+        stmt = select(self._leases.c.key).where(self._leases.c.key == key, self._active())
         return bool(await self._execute(stmt, readonly=True))
 
     async def held(self) -> list[HeldLock]:
-        row = lock_leases.c
+        row = self._leases.c
         stmt = (select(row.key, row.fencing_token, row.expires_at_ms)
                 .where(self._active()).order_by(row.key).limit(1000))
         rows = await self._execute(stmt, readonly=True)
@@ -202,8 +207,8 @@ class SqlBackend:
 
     async def clean_expired(self) -> int:
         """Clear lapsed leases (the row and its fencing token stay)."""
-        row = lock_leases.c
-        stmt = (update(lock_leases)
+        row = self._leases.c
+        stmt = (update(self._leases)
                 .where(row.owner.is_not(None), row.expires_at_ms <= self._now)
                 .values(owner=None, acquired_at_ms=None, expires_at_ms=None))
         return int(await self._execute(stmt))

@@ -35,6 +35,8 @@ from payguard.outbox.transport import (
     Transport,
 )
 from payguard.outbox.types import ClaimedMessage, PassResult
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 from payguard.store.uow import Database, UnitOfWork
 from payguard.telemetry import NO_METRICS, MetricsSink
 
@@ -44,27 +46,39 @@ log = logging.getLogger("payguard.outbox")
 
 Outcome = Literal["sent", "failed", "dead", "lost", "released"]
 
+#: Attempts per message when neither ``max_attempts`` nor ``settings`` says otherwise.
+DEFAULT_MAX_ATTEMPTS = 10
+
 
 class OutboxDispatcher:
     """Delivers outbox messages by SMTP (``settings.smtp_url``) or into the local mailbox.
+
+    An application without payguard's ``Settings`` passes ``settings=None`` and its own
+    ``transport`` (``SmtpTransport``, or any ``Transport``), and ``tables`` when its
+    outbox table has a prefix.
 
     Counters (``sent_total``, ``failed_total``, ``dead_total``, ``lost_claims_total``,
     ``released_total``, ``errors_total``, ``passes_total``) count this instance's work since
     it was created; each delivery outcome is also reported to ``metrics``.
     """
 
-    def __init__(self, database: Database, settings: Settings, *,
+    def __init__(self, database: Database, settings: Settings | None = None, *,
                  transport: Transport | None = None, lease: float = 60.0,
                  send_timeout: float = 15.0, concurrency: int = 4,
                  backoff_base: float = 2.0, backoff_cap: float = 3600.0,
                  max_attempts: int | None = None,
                  clock: Callable[[], datetime] = utcnow,
-                 metrics: MetricsSink = NO_METRICS) -> None:
+                 metrics: MetricsSink = NO_METRICS,
+                 tables: Tables = PRIMITIVES) -> None:
         if lease <= send_timeout:
             # Otherwise a slow send could outlive the lease and another dispatcher resend it.
             raise ValueError("lease must be longer than send_timeout")
         self.database = database
+        self.tables = tables
+        if transport is None and settings is None:
+            transport = MailboxTransport()
         if transport is None:
+            assert settings is not None
             transport = (SmtpTransport(settings.smtp_url, mail_from=settings.mail_from,
                                        timeout=send_timeout)
                          if settings.smtp_url else MailboxTransport())
@@ -75,7 +89,8 @@ class OutboxDispatcher:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_attempts: int = (max_attempts if max_attempts is not None
-                                  else settings.outbox_max_attempts)
+                                  else settings.outbox_max_attempts if settings is not None
+                                  else DEFAULT_MAX_ATTEMPTS)
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.clock = clock
@@ -96,7 +111,7 @@ class OutboxDispatcher:
     async def backlog(self) -> int:
         """Messages still pending (due now or waiting for a retry)."""
         async with self.database.read() as uow:
-            return await count_pending(uow.conn)
+            return await count_pending(uow.conn, tables=self.tables)
 
     async def run_once(self, limit: int = 100) -> PassResult:
         """One pass over at most ``limit`` due messages."""
@@ -135,9 +150,11 @@ class OutboxDispatcher:
         async def claim(uow: UnitOfWork) -> tuple[int, list[ClaimedMessage]]:
             now = self.clock()
             reaped = await claims.reap_abandoned(uow.conn, now=now,
-                                                 max_attempts=self.max_attempts)
+                                                 max_attempts=self.max_attempts,
+                                                 tables=self.tables)
             batch = await claims.claim_batch(uow.conn, now=now, lease=self.lease,
-                                             limit=limit, max_attempts=self.max_attempts)
+                                             limit=limit, max_attempts=self.max_attempts,
+                                             tables=self.tables)
             return reaped, batch
 
         reaped, batch = await self.database.transaction(claim)
@@ -167,7 +184,7 @@ class OutboxDispatcher:
         if self.clock() + self.send_timeout > msg.claimed_until:
             # Too little lease left to cover a send (a slow batch): hand it back untried
             # rather than risk a second dispatcher sending it while we still are.
-            await self._record(lambda conn: claims.release(conn, msg))
+            await self._record(lambda conn: claims.release(conn, msg, tables=self.tables))
             self.released_total += 1
             return "released"
         try:
@@ -179,7 +196,8 @@ class OutboxDispatcher:
                                       final=msg.attempt >= self.max_attempts)
         now = self.clock()
         if await self._record(lambda conn: claims.mark_sent(conn, msg, now=now,
-                                                              transport=self.transport.name)):
+                                                              transport=self.transport.name,
+                                                              tables=self.tables)):
             self.sent_total += 1
             self.metrics.outbox_message("sent")
             return "sent"
@@ -189,7 +207,8 @@ class OutboxDispatcher:
         retry_at = None if final else self.clock() + timedelta(seconds=backoff_delay(
             msg.attempt, base=self.backoff_base, cap=self.backoff_cap))
         if not await self._record(
-                lambda conn: claims.mark_failed(conn, msg, error=error, retry_at=retry_at)):
+                lambda conn: claims.mark_failed(conn, msg, error=error, retry_at=retry_at,
+                                                tables=self.tables)):
             return self._lost(msg)
         log.warning("outbox message %s attempt %d failed (%s): %s", msg.dedupe_key,
                     msg.attempt, "dead" if final else f"retry at {retry_at}", error)

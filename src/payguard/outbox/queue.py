@@ -18,7 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import isoformat, utcnow
-from payguard.store.schema import outbox_messages as om
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 
 __all__ = ["MAX_DEDUPE_KEY", "count_pending", "enqueue", "list_mailbox"]
 
@@ -33,7 +34,8 @@ def _check_header(name: str, value: str) -> None:
 
 async def enqueue(conn: AsyncConnection, *, dedupe_key: str, kind: str, recipient: str,
                   subject: str, body: str, purchase_id: str | None = None,
-                  user_id: str | None = None, now: datetime | None = None) -> bool:
+                  user_id: str | None = None, now: datetime | None = None,
+                  tables: Tables = PRIMITIVES) -> bool:
     """Queue one message in the open transaction; never commits.
 
     Returns True if the row was inserted, False if ``dedupe_key`` already existed.
@@ -50,6 +52,7 @@ async def enqueue(conn: AsyncConnection, *, dedupe_key: str, kind: str, recipien
         "body": body, "purchase_id": purchase_id, "user_id": user_id, "state": "pending",
         "attempts": 0, "next_attempt_at": now, "created_at": now,
     }
+    om = tables.outbox_messages
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = (insert(om).values(**values)
             .on_conflict_do_nothing(index_elements=[om.c.dedupe_key])
@@ -57,14 +60,15 @@ async def enqueue(conn: AsyncConnection, *, dedupe_key: str, kind: str, recipien
     return (await conn.execute(stmt)).first() is not None
 
 
-async def count_pending(conn: AsyncConnection) -> int:
+async def count_pending(conn: AsyncConnection, *, tables: Tables = PRIMITIVES) -> int:
     """Messages not yet delivered nor given up on (including ones waiting for a retry)."""
+    om = tables.outbox_messages
     stmt = select(func.count()).select_from(om).where(om.c.state == "pending")
     return int((await conn.execute(stmt)).scalar_one())
 
 
 async def list_mailbox(conn: AsyncConnection, *, user_id: str | None = None,
-                       limit: int = 50) -> list[dict[str, Any]]:
+                       limit: int = 50, tables: Tables = PRIMITIVES) -> list[dict[str, Any]]:
     """Delivered messages, newest first, optionally only ``user_id``'s.
 
     In mailbox mode (no SMTP configured) marking a row ``sent`` is the delivery, so this
@@ -72,6 +76,7 @@ async def list_mailbox(conn: AsyncConnection, *, user_id: str | None = None,
     """
     if not 1 <= limit <= 500:
         raise ValueError("limit must be 1..500")
+    om = tables.outbox_messages
     stmt = select(om.c.id, om.c.dedupe_key, om.c.kind, om.c.recipient, om.c.subject,
                   om.c.body, om.c.purchase_id, om.c.user_id, om.c.created_at,
                   om.c.sent_at).where(om.c.state == "sent",

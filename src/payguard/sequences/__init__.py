@@ -15,13 +15,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.store import dialect
-from payguard.store.schema import sequences
+from payguard.store.schema import PRIMITIVES
+from payguard.store.tables import Tables
 
 __all__ = ["format_number", "list_sequences", "next_value", "peek"]
 
 
-async def next_value(conn: AsyncConnection, series: str, period: str) -> int:
-    """The next number of (series, period), starting at 1. Never commits."""
+async def next_value(conn: AsyncConnection, series: str, period: str, *,
+                     tables: Tables = PRIMITIVES) -> int:
+    """The next number of (series, period), starting at 1, in the caller's transaction
+    (never commits): the row stays locked until that transaction ends, so concurrent
+    callers queue, and a rollback hands the number back (no gap, no duplicate)."""
+    sequences = tables.sequences
     stmt = dialect.insert(conn, sequences).values(series=series, period=period, last_value=1)
     stmt = stmt.on_conflict_do_update(
         index_elements=[sequences.c.series, sequences.c.period],
@@ -30,8 +35,10 @@ async def next_value(conn: AsyncConnection, series: str, period: str) -> int:
     return int((await conn.execute(stmt)).scalar_one())
 
 
-async def peek(conn: AsyncConnection, series: str, period: str) -> int:
+async def peek(conn: AsyncConnection, series: str, period: str, *,
+               tables: Tables = PRIMITIVES) -> int:
     """The last value handed out (0 when none), without taking a number."""
+    sequences = tables.sequences
     value = await conn.scalar(
         select(sequences.c.last_value).where(
             sequences.c.series == series, sequences.c.period == period
@@ -40,7 +47,10 @@ async def peek(conn: AsyncConnection, series: str, period: str) -> int:
     return int(value or 0)
 
 
-async def list_sequences(conn: AsyncConnection) -> list[dict[str, object]]:
+async def list_sequences(conn: AsyncConnection, *,
+                         tables: Tables = PRIMITIVES) -> list[dict[str, object]]:
+    """Every (series, period) with its last value handed out and the next one."""
+    sequences = tables.sequences
     rows = await conn.execute(
         select(sequences).order_by(sequences.c.series, sequences.c.period)
     )
