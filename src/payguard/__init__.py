@@ -5,7 +5,7 @@ The public API, for use in any application (guide: docs/library.md)::
     import payguard
 
     db = payguard.connect("postgresql://app@db/shop")       # or "sqlite:///shop.db"
-    t = await payguard.create_tables(db, prefix="pg_")       # or Alembic: t.metadata
+    t = await payguard.create_tables(db, prefix="payguard_")       # or Alembic: t.metadata
     guard = payguard.IdempotencyGuard(db, ttl=86400, lock_timeout=60,
                                       render_error=payguard.problem_details, tables=t)
     locks = payguard.lock_service(db, "sql", tables=t)

@@ -2,7 +2,7 @@
 
     from payguard.fastapi import Payguard
 
-    pg = Payguard("sqlite:///shop.db", prefix="pg_", create_tables=True)
+    pg = Payguard("sqlite:///shop.db", prefix="payguard_", create_tables=True)
     app = FastAPI()
     pg.install(app)        # lifespan (tables, lock service) + errors as problem+json
 

@@ -80,11 +80,18 @@ _PREFIX = re.compile(r"[a-z][a-z0-9_]{0,19}")
 
 def valid_prefix(prefix: str) -> str:
     """``prefix`` itself when it is empty or a lower-case SQL identifier of 1..20
-    characters (letters, digits, ``_``; a letter first), else ``ValueError``."""
+    characters (letters, digits, ``_``; a letter first), else ``ValueError``.
+
+    ``pg_`` is refused: PostgreSQL searches its catalog before the app's schema, and
+    ``pg_catalog.pg_sequences`` would shadow the sequences table.
+    """
     if prefix and not _PREFIX.fullmatch(prefix):
         raise ValueError(
             f"table prefix {prefix!r} must be empty or 1 to 20 lower-case letters, digits "
             "or underscores, starting with a letter")
+    if prefix.startswith("pg_"):
+        raise ValueError(f"table prefix {prefix!r}: names starting with pg_ belong to "
+                         "PostgreSQL's catalog")
     return prefix
 
 

@@ -213,6 +213,6 @@ async def test_two_prefixes_share_one_database_without_touching_each_other(
 
 
 def test_prefixes_are_validated() -> None:
-    for bad in ("Acme", "1x", "a-b", "x" * 21, "a b", 'a"'):
+    for bad in ("Acme", "1x", "a-b", "x" * 21, "a b", 'a"', "pg_", "pg_shop_"):
         with pytest.raises(ValueError):
             payguard.tables(bad)

@@ -1,0 +1,1 @@
+"""A small shop that uses payguard as a library (see ../README.md)."""
