@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "tables": "payguard.store.tables",
     "create_tables": "payguard.store.tables",
     "drop_tables": "payguard.store.tables",
+    "entries_sum_to_zero_ddl": "payguard.store.tables",
     # database and the transaction rule
     "Database": "payguard.store.uow",
     "UnitOfWork": "payguard.store.uow",
@@ -132,6 +133,7 @@ __all__ = [
     "connect",
     "create_tables",
     "drop_tables",
+    "entries_sum_to_zero_ddl",
     "epoch_source",
     "fingerprint",
     "json_response",
@@ -193,6 +195,12 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from payguard.outbox.dispatcher import OutboxDispatcher
     from payguard.outbox.transport import MailboxTransport, SmtpTransport, Transport
     from payguard.problems import problem, problem_details
-    from payguard.store.tables import Tables, create_tables, drop_tables, tables
+    from payguard.store.tables import (
+        Tables,
+        create_tables,
+        drop_tables,
+        entries_sum_to_zero_ddl,
+        tables,
+    )
     from payguard.store.uow import Database, UnitOfWork
     from payguard.toolkit import Counters, Inbox, Ledger, Outbox, Sequences, connect

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import Column, MetaData, String, Table, Text, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 import payguard
@@ -216,3 +217,31 @@ def test_prefixes_are_validated() -> None:
     for bad in ("Acme", "1x", "a-b", "x" * 21, "a b", 'a"', "pg_", "pg_shop_"):
         with pytest.raises(ValueError):
             payguard.tables(bad)
+
+
+async def test_alembic_autogenerate_sees_the_bundle_beside_the_apps_tables(
+        app_db: Database) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    t = payguard.tables(PREFIX)
+    # The app's env.py: target_metadata = [app_metadata, payguard.tables(PREFIX).metadata]
+    app_metadata = MetaData()
+    Table("users", app_metadata, Column("id", String(40), primary_key=True),
+          Column("balance_note", Text))
+
+    def diff(sync_conn: Any) -> list[Any]:
+        context = MigrationContext.configure(sync_conn)
+        return list(compare_metadata(context, [app_metadata, t.metadata]))  # type: ignore[arg-type]
+
+    async with app_db.engine.connect() as conn:
+        before = await conn.run_sync(diff)
+    # What `alembic revision --autogenerate` would write: each prefixed table, nothing else.
+    added = {op[1].name for op in before if op[0] == "add_table"}
+    assert added == {table.name for table in t.all()}
+    assert not [op for op in before if op[0] == "remove_table"]
+
+    await payguard.create_tables(app_db, prefix=PREFIX)
+    async with app_db.engine.connect() as conn:
+        after = await conn.run_sync(diff)
+    assert [op for op in after if op[0] in ("add_table", "add_index", "add_column")] == []
