@@ -44,6 +44,7 @@ async def open_database(settings: Settings) -> Database:
                       connect_timeout=settings.db_connect_timeout,
                       synchronous_commit=settings.db_synchronous_commit),
         unavailable_wait=settings.db_unavailable_wait,
+        hot_pool_size=settings.db_pool_size, connect_timeout=settings.db_connect_timeout,
     )
 
     async def platform_accounts(uow: UnitOfWork) -> None:

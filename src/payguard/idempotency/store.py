@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import as_utc
 from payguard.holders import holder_dead
 from payguard.store import dialect
+from payguard.store.reads import HotRead, HotReader
 from payguard.store.schema import PRIMITIVES
 from payguard.store.tables import Tables
 
@@ -74,20 +75,31 @@ class ClaimResult:
     response: StoredResponse | None = None
 
 
-async def lookup(conn: AsyncConnection, *, principal: str, key: str, fingerprint: str,
+_LOOKUPS: dict[str, HotRead] = {}  # by table prefix
+
+
+def _lookup_read(tables: Tables) -> HotRead:
+    """The replay lookup for ``tables``, built (and later compiled) once per prefix."""
+    found = _LOOKUPS.get(tables.prefix)
+    if found is None:
+        keys = tables.idempotency_keys
+        found = _LOOKUPS[tables.prefix] = HotRead(
+            select(keys.c.fingerprint, keys.c.state, keys.c.expires_at, keys.c.status_code,
+                   keys.c.response_body, keys.c.response_headers)
+            .where(keys.c.principal == bindparam("principal"), keys.c.key == bindparam("key")))
+    return found
+
+
+async def lookup(reader: HotReader, *, principal: str, key: str, fingerprint: str,
                  now: datetime, tables: Tables = PRIMITIVES) -> ClaimResult | None:
     """A read-only look at a key: a replay or a mismatch when it settles the request,
     else None (new, expired, or in progress: the caller must go through ``claim``).
 
-    Lets replays, the most common retry, skip the write transaction a claim needs.
+    Lets replays, the most common retry, skip the write transaction a claim needs: a
+    replay is this one indexed read of the stored response (no transaction, no lock, no
+    write).
     """
-    idempotency_keys = tables.idempotency_keys
-    row = (await conn.execute(
-        select(idempotency_keys.c.fingerprint, idempotency_keys.c.state,
-               idempotency_keys.c.expires_at, idempotency_keys.c.status_code,
-               idempotency_keys.c.response_body, idempotency_keys.c.response_headers)
-        .where(idempotency_keys.c.principal == principal, idempotency_keys.c.key == key)
-    )).first()
+    row = await reader.fetch_one(_lookup_read(tables), principal=principal, key=key)
     if row is None or as_utc(row.expires_at) <= now:
         return None
     return _settled(row, fingerprint)

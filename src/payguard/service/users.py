@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,6 +15,7 @@ from payguard.errors import Conflict, NotFound
 from payguard.ids import new_id
 from payguard.service.auth import hash_token
 from payguard.service.principal import Principal
+from payguard.store.reads import HotRead
 from payguard.store.schema import users
 from payguard.store.uow import Database
 
@@ -44,13 +45,14 @@ async def create_user(conn: AsyncConnection, *, email: str, name: str | None,
     return {"id": user_id, "email": email, "name": name, "token": token}
 
 
+_BY_TOKEN_DIGEST = HotRead(select(users.c.id, users.c.email, users.c.name)
+                           .where(users.c.token_hash == bindparam("digest")))
+
+
 async def find_by_token_digest(db: Database, digest: str) -> Principal | None:
-    """The user whose token hashes to ``digest``, or None (``service.auth`` caches it)."""
-    async with db.read() as uow:
-        row = (await uow.conn.execute(
-            select(users.c.id, users.c.email, users.c.name)
-            .where(users.c.token_hash == digest)
-        )).first()
+    """The user whose token hashes to ``digest``, or None (``service.auth`` caches it).
+    One indexed read on the driver, outside any transaction."""
+    row = await db.hot.fetch_one(_BY_TOKEN_DIGEST, digest=digest)
     return None if row is None else Principal("user", row.id, row.email, row.name)
 
 

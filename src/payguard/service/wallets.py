@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard import ledger
 from payguard.clock import isoformat, utcnow
 from payguard.errors import InsufficientBalance, NotFound
+from payguard.store.reads import HotRead, HotReader
 from payguard.store.schema import accounts, entries, transfers, users
 
-__all__ = ["adjust", "get_wallet", "list_entries"]
+__all__ = ["adjust", "get_wallet", "list_entries", "read_wallet"]
+
+_BALANCE = HotRead(select(accounts.c.balance).where(accounts.c.id == bindparam("account")))
+
+
+async def read_wallet(reader: HotReader, user_id: str, currency: str) -> dict[str, Any]:
+    """``get_wallet`` for GET /api/wallet: one statement on the driver, no transaction."""
+    row = await reader.fetch_one(_BALANCE, account=ledger.wallet_account_id(user_id, currency))
+    return {"currency": currency, "balance": int(row.balance) if row is not None else 0}
 
 
 async def get_wallet(conn: AsyncConnection, user_id: str, currency: str) -> dict[str, Any]:
+    """The balance as the caller's transaction sees it."""
     balance = await conn.scalar(
         select(accounts.c.balance).where(
             accounts.c.id == ledger.wallet_account_id(user_id, currency)

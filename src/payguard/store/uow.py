@@ -23,7 +23,9 @@ on the client's retry.
 
 Reads run in ``async with db.read() as uow:``; nothing there is ever committed (on
 PostgreSQL the transaction is READ ONLY, so a stray write fails loudly instead of being
-rolled back in silence).
+rolled back in silence). The few reads that answer a request with one statement (token,
+wallet balance, idempotency replay) skip even that: ``db.hot`` runs them compiled, on the
+driver, outside any transaction (``store.reads``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payguard.errors import CommitOutcomeUnknown, DatabaseUnavailable
 from payguard.store.availability import is_unavailable
+from payguard.store.reads import HotReader
 from payguard.store.server import ServerProbe, ServerStatus
 
 __all__ = ["Database", "UnitOfWork", "is_retryable"]
@@ -100,13 +103,18 @@ class Database:
     """Owns the engine; runs transactions. One per process, built by ``payguard.bootstrap``."""
 
     def __init__(self, engine: AsyncEngine, *, max_attempts: int = 8,
-                 unavailable_wait: float = 2.0) -> None:
+                 unavailable_wait: float = 2.0, hot_pool_size: int = 4,
+                 connect_timeout: float = 5.0) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
         # Seconds ``transaction`` keeps replaying a function that found no writable server
         # before answering 503 (a failover usually needs a few seconds; the client retries).
         self.unavailable_wait = unavailable_wait
         self.probe = ServerProbe(engine)
+        # The hottest single-statement reads, compiled once, straight on the driver.
+        self.hot = HotReader(engine, pool_size=hot_pool_size,
+                             connect_timeout=connect_timeout,
+                             on_unavailable=self.probe.forget)
 
     @property
     def dialect(self) -> str:
@@ -213,6 +221,7 @@ class Database:
         return error
 
     async def dispose(self) -> None:
+        await self.hot.close()
         await self.engine.dispose()
 
 

@@ -28,8 +28,7 @@ async def me(user: User) -> dict[str, Any]:
 @router.get("/wallet")
 async def wallet(ctx: Ctx, user: User) -> dict[str, Any]:
     assert user.user_id is not None
-    async with ctx.db.read() as uow:
-        return await wallets.get_wallet(uow.conn, user.user_id, ctx.settings.currency)
+    return await wallets.read_wallet(ctx.db.hot, user.user_id, ctx.settings.currency)
 
 
 @router.get("/wallet/entries")
