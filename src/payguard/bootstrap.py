@@ -22,9 +22,10 @@ from payguard.ledger import ensure_platform_accounts
 from payguard.locks import create_lock_service
 from payguard.outbox import OutboxDispatcher
 from payguard.providers import create_provider
-from payguard.service import users
+from payguard.service import phonepe_callbacks, users, webhooks
 from payguard.service.auth import Authenticator, TokenCache
 from payguard.service.context import AppContext
+from payguard.service.inbox_applier import InboxApplier
 from payguard.store.engine import create_engine
 from payguard.store.migrate import migrate
 from payguard.store.uow import Database, UnitOfWork
@@ -72,7 +73,7 @@ async def build_context(settings: Settings, *,
     auth = Authenticator(lambda digest: users.find_by_token_digest(db, digest), admin_token,
                          TokenCache(ttl=settings.token_cache_ttl,
                                     max_entries=settings.token_cache_size))
-    return AppContext(
+    ctx = AppContext(
         settings=settings,
         db=db,
         guard=guard,
@@ -82,14 +83,21 @@ async def build_context(settings: Settings, *,
         metrics=metrics,
         admin_token=admin_token,
         auth=auth,
+        inbox=InboxApplier(db, lease=settings.inbox_lease,
+                           concurrency=settings.inbox_concurrency, metrics=metrics),
         heartbeat=heartbeat,
     )
+    # Webhook events and callbacks are acknowledged first and applied from the inbox.
+    ctx.inbox.register(webhooks.PROVIDER, webhooks.stripe_preparer(ctx))
+    ctx.inbox.register(phonepe_callbacks.PROVIDER, phonepe_callbacks.phonepe_preparer(ctx))
+    return ctx
 
 
 async def close_context(ctx: AppContext) -> None:
     """Retire this holder, close the provider's HTTP client, the lock backend and the
     database pool."""
     try:
+        await ctx.inbox.close()  # in-flight applies stay pending; another process takes them
         await ctx.heartbeat.stop()
         for closer in (ctx.provider.close, ctx.locks.close):
             try:

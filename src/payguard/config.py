@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     token_cache_ttl: float = Field(default=5.0, ge=0, le=300)
     token_cache_size: int = Field(default=10_000, ge=0)
 
+    # Webhook inbox applier: seconds between sweeps for pending events (failed applies
+    # after their backoff, events of a process that died), applies running at once per
+    # process, seconds the receiving process holds a new event before others may take it.
+    inbox_interval: float = Field(default=1.0, gt=0)
+    inbox_concurrency: int = Field(default=8, ge=1)
+    inbox_lease: float = Field(default=30.0, gt=0)
+
     currency: str = "USD"
     max_amount: int = Field(default=100_000_000, gt=0)
     receipt_format: str = "SC{year}{seq:06d}"

@@ -86,6 +86,10 @@ class Metrics(MetricsSink):
         self.outbox_messages = Counter("payguard_outbox_messages",
                                        "Outbox delivery attempts by outcome", ["outcome"],
                                        registry=reg)
+        self.inbox_pending = Gauge("payguard_inbox_pending",
+                                   "Webhook events received but not applied yet (database-"
+                                   "wide; failed applies wait here for their retry)",
+                                   registry=reg, multiprocess_mode="mostrecent")
         self.outbox_backlog = Gauge("payguard_outbox_backlog",
                                     "Messages not yet delivered (database-wide)",
                                     registry=reg, multiprocess_mode="mostrecent")
@@ -160,6 +164,10 @@ class Metrics(MetricsSink):
             pass
         try:
             self.locks_held.set((await ctx.locks.stats())["active"])
+        except Exception:
+            pass
+        try:
+            self.inbox_pending.set(await ctx.inbox.pending())
         except Exception:
             pass
         if self.multiprocess:

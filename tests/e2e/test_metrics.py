@@ -73,12 +73,17 @@ async def test_metrics_count_requests_replays_webhooks_and_reconciles(
             assert m["payguard_reconciler_runs_total"][(("result", "ok"),)] == 1
             provider = m["payguard_provider_request_duration_seconds_count"]
             assert provider[(("operation", "create_session"),)] == 1
-            # One retrieve per webhook delivery (the nudge reads the session).
-            assert provider[(("operation", "retrieve_session"),)] == 2
+            # One retrieve for the event (the applier's nudge reads the session); the
+            # duplicate delivery is answered from the inbox and asks the provider nothing.
+            assert provider[(("operation", "retrieve_session"),)] == 1
             assert m["payguard_lock_acquired_total"][()] >= 1  # the checkout lock (+ reconciler)
             assert m["payguard_lock_timeouts_total"][()] == 0
             assert (("operation", "create_session"),) not in m.get(
                 "payguard_provider_errors_total", {})
             assert "payguard_outbox_backlog" in m and "payguard_provider_queue_depth" in m
+            # Every acknowledged event was applied: nothing waits in the inbox.
+            assert m["payguard_inbox_pending"][()] == 0
+            assert (("outcome", "apply_failed"), ("type", "checkout.session.completed")) \
+                not in events
     finally:
         server.stop()

@@ -94,6 +94,9 @@ def create_app(settings: Settings) -> FastAPI:
                 min(3600.0, max(1.0, settings.idempotency_ttl / 10)),
                 lambda: reap_idempotency_keys(ctx.db), "idempotency-reaper")),
             asyncio.create_task(ctx.outbox.run_forever(stop, settings.outbox_interval)),
+            # Webhook events still pending: failed applies after their backoff, and the
+            # events of a process that died after acknowledging them.
+            asyncio.create_task(_every(settings.inbox_interval, ctx.inbox.poll, "inbox")),
         ]
         if settings.reconcile_interval > 0:
             tasks.append(asyncio.create_task(_every(

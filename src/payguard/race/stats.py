@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from payguard.race.types import Sample
@@ -43,9 +43,12 @@ class Summary:
     p95: float
     p99: float
     max: float
+    # Latency percentiles per operation (e.g. "webhook" alone in a webhook storm), ms.
+    by_op: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "by_op": self.by_op,
             "requests": self.requests,
             "retries": self.retries,
             "outcomes": self.outcomes,
@@ -71,4 +74,15 @@ def summarize(samples: Sequence[Sample], duration: float) -> Summary:
         p95=percentile(latencies, 95),
         p99=percentile(latencies, 99),
         max=max(latencies, default=0.0),
+        by_op={op: {"requests": len(lat), "p50": round(percentile(lat, 50) * 1000, 1),
+                    "p99": round(percentile(lat, 99) * 1000, 1),
+                    "max": round(max(lat) * 1000, 1)}
+               for op, lat in _by_op(samples).items()},
     )
+
+
+def _by_op(samples: Sequence[Sample]) -> dict[str, list[float]]:
+    grouped: dict[str, list[float]] = {}
+    for s in samples:
+        grouped.setdefault(s.op, []).append(s.latency)
+    return dict(sorted(grouped.items()))

@@ -15,6 +15,7 @@ from payguard.locks import LockService
 from payguard.outbox import OutboxDispatcher
 from payguard.providers import PaymentProvider
 from payguard.service.auth import Authenticator
+from payguard.service.inbox_applier import InboxApplier
 from payguard.store.uow import Database
 from payguard.telemetry import MetricsSink
 
@@ -32,4 +33,5 @@ class AppContext:
     metrics: MetricsSink
     admin_token: str
     auth: Authenticator  # bearer token -> Principal (admin in memory, users cached)
+    inbox: InboxApplier  # applies acknowledged webhook events (providers register with it)
     heartbeat: Heartbeat  # this process as a holder of claims and locks

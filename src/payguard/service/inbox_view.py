@@ -5,12 +5,12 @@ Categories (the ``state`` filter), from the recorded outcome:
 - ``applied``: the event changed a purchase (completed, expired, refunded on arrival);
 - ``failed``: the event reported a failed payment, and the purchase was closed as failed;
 - ``received``: recorded, nothing to do (ignored type, unknown session, still awaiting
-  payment, already closed or completed by another path);
+  payment, already closed or completed by another path), or acknowledged and not applied
+  yet (outcome ``pending``: on its way, or waiting for a retry after a failed apply);
 - ``duplicate``: delivered more than once (any of the above; ``deliveries > 1``).
 
-A delivery whose handling failed (the provider was unreachable: 503) is not recorded, on
-purpose: the provider delivers it again. Those show in ``/metrics`` as 5xx answers on the
-webhook route.
+An event whose apply failed stays ``pending`` and is retried by the inbox applier; they
+show in ``/metrics`` as ``payguard_inbox_pending`` and ``outcome="apply_failed"``.
 """
 
 from __future__ import annotations

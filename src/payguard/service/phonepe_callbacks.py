@@ -2,10 +2,12 @@
 
 PhonePe authenticates a callback by ``Authorization: sha256(username:password)``, not by a
 signature over the body, so the body is never trusted: it only says *which* merchant order
-(our purchase id) changed. The order's status is fetched from PhonePe before anything is
-applied, and the effect goes through the same inbox claim and the same ``fulfil`` /
-``close_pending_in`` as Stripe's webhooks, in one transaction: whatever the number, order
-and concurrency of deliveries, an order is completed (or failed) once.
+(our purchase id) changed. Like Stripe's webhooks, a callback is answered once it is
+durably in the inbox (``pending``) and applied from there by the inbox applier
+(``phonepe_preparer``): the order's status is fetched from PhonePe, then the same
+``fulfil`` / ``close_pending_in`` run in the transaction that flips the inbox row to
+``applied``: whatever the number, order and concurrency of deliveries, an order is
+completed (or failed) once, and a failed apply stays pending for a retry.
 
 PhonePe callbacks carry no event id. The inbox key is ``{type}:{PhonePe order or refund
 id}``: an order reaches each final state once, so duplicates share the key.
@@ -18,15 +20,22 @@ from typing import Any
 
 from sqlalchemy import select
 
+from payguard import inbox
 from payguard.clock import utcnow
-from payguard.inbox import note_redelivery, record_event
+from payguard.inbox import InboxEvent, note_redelivery
 from payguard.service.context import AppContext
-from payguard.service.lifecycle import close_pending_in, fulfil_in, send_pending_refund
+from payguard.service.inbox_applier import Application, Prepare
+from payguard.service.lifecycle import (
+    REFUND_OUTCOMES,
+    close_pending_in,
+    fulfil_in,
+    send_pending_refund,
+)
 from payguard.service.redelivery import already_applied
-from payguard.store.schema import inbox_events, purchases
+from payguard.store.schema import purchases
 from payguard.store.uow import UnitOfWork
 
-__all__ = ["ORDER_CALLBACKS", "handle_phonepe_callback"]
+__all__ = ["ORDER_CALLBACKS", "PROVIDER", "handle_phonepe_callback", "phonepe_preparer"]
 
 log = logging.getLogger("payguard.phonepe")
 
@@ -51,6 +60,7 @@ async def _find_purchase(ctx: AppContext, merchant_order_id: str) -> str | None:
 
 async def handle_phonepe_callback(ctx: AppContext, payload: bytes,
                                   authorization: str | None) -> dict[str, Any]:
+    """Check, record durably, answer. The callback is applied afterwards from the inbox."""
     callback = ctx.provider.construct_event(payload, authorization)  # 400 when wrong
     kind = str(callback.get("type") or "")
     data = callback.get("payload") or {}
@@ -62,52 +72,68 @@ async def handle_phonepe_callback(ctx: AppContext, payload: bytes,
         ctx.metrics.webhook_event(kind, "duplicate")
         return {"received": True, "duplicate": True}
 
-    purchase_id = None
-    if kind in ORDER_CALLBACKS and merchant_order_id:
-        purchase_id = await _find_purchase(ctx, merchant_order_id)
-    session = None
-    if purchase_id is not None:
-        # The nudge: PhonePe's answer, not the callback body, decides. Unreachable -> 503
-        # and nothing recorded, so PhonePe (or the poller) tries again.
-        session = await ctx.provider.retrieve_checkout_session(merchant_order_id)
+    # Refund callbacks: booked when we asked for them; an order callback without an
+    # order: nothing to apply. Both are recorded as final at once.
+    final = None if kind in ORDER_CALLBACKS and merchant_order_id else (
+        "unknown_order" if kind in ORDER_CALLBACKS else "ignored")
+    now = utcnow()
 
-    async def apply(uow: UnitOfWork) -> tuple[bool, str]:
-        if kind not in ORDER_CALLBACKS:
-            outcome = "ignored"  # refunds: booked when we asked for them
-        elif purchase_id is None or session is None:
-            outcome = "unknown_order"
-        elif session.is_paid:
-            outcome = "pending"
-        elif session.failed:
-            outcome = "failed"
-        elif session.status == "expired":
-            outcome = "expired"
+    async def record(uow: UnitOfWork) -> bool:
+        if final is None:
+            new = await inbox.enqueue_event(
+                uow.conn, provider=PROVIDER, event_id=event_id, type=kind,
+                object_id=merchant_order_id, payload=payload, now=now,
+                lease=ctx.inbox.lease)
         else:
-            outcome = "awaiting_payment"  # the status says PENDING: the poller follows up
-        if not await record_event(uow.conn, provider=PROVIDER, event_id=event_id, type=kind,
-                                  object_id=merchant_order_id or None, outcome=outcome,
-                                  now=utcnow()):
+            new = await inbox.record_event(
+                uow.conn, provider=PROVIDER, event_id=event_id, type=kind,
+                object_id=merchant_order_id or None, outcome=final, now=now)
+        if not new:  # a concurrent delivery of the same callback won the insert
             await note_redelivery(uow.conn, provider=PROVIDER, event_id=event_id)
-            return True, "duplicate"
-        if outcome == "pending":
-            assert purchase_id is not None and session is not None
-            outcome = await fulfil_in(uow, ctx, purchase_id, session)
-        elif outcome in ("failed", "expired"):
-            assert purchase_id is not None
-            error = session.metadata.get("phonepe_error", "FAILED") if session else "FAILED"
-            reason = (f"PhonePe order failed ({error})" if outcome == "failed"
-                      else "checkout expired")
-            if await close_pending_in(uow.conn, purchase_id, outcome, reason=reason) is None:
-                outcome = "already_closed"
-        if outcome not in ("pending", "failed", "expired", "ignored", "unknown_order"):
-            await uow.conn.execute(inbox_events.update().where(
-                inbox_events.c.provider == PROVIDER, inbox_events.c.event_id == event_id
-            ).values(outcome=outcome))
-        return False, outcome
+        return new
 
-    duplicate, outcome = await ctx.db.transaction(apply)
-    ctx.metrics.webhook_event(kind, "duplicate" if duplicate else outcome)
-    if outcome == "refund" and purchase_id is not None:
-        await send_pending_refund(ctx, purchase_id)
-    log.info("phonepe callback %s -> %s", event_id, outcome)
-    return {"received": True, "duplicate": duplicate}
+    new = await ctx.db.transaction(record)
+    if not new:
+        ctx.metrics.webhook_event(kind, "duplicate")
+    elif final is not None:
+        ctx.metrics.webhook_event(kind, final)
+    else:  # counted with its outcome once applied
+        ctx.inbox.submit(InboxEvent(PROVIDER, event_id, kind, merchant_order_id, payload,
+                                    attempts=0))
+    return {"received": True, "duplicate": not new}
+
+
+def phonepe_preparer(ctx: AppContext) -> Prepare:
+    """How a pending PhonePe order callback is applied (registered with the applier)."""
+
+    async def prepare(event: InboxEvent) -> Application:
+        merchant_order_id = event.object_id or ""
+        purchase_id = await _find_purchase(ctx, merchant_order_id)
+        if purchase_id is None:
+            return Application("unknown_order")
+        # The nudge: PhonePe's answer, not the callback body, decides. Unreachable: this
+        # raises and the callback stays pending, retried (the poller follows up too).
+        session = await ctx.provider.retrieve_checkout_session(merchant_order_id)
+        if session.is_paid:
+            async def fulfil(uow: UnitOfWork) -> str:
+                return await fulfil_in(uow, ctx, purchase_id, session)
+
+            async def after(outcome: str) -> None:
+                if outcome in REFUND_OUTCOMES:
+                    await send_pending_refund(ctx, purchase_id)
+
+            return Application("pending", fulfil, after)
+        if session.failed or session.status == "expired":
+            status = "failed" if session.failed else "expired"
+            error = session.metadata.get("phonepe_error", "FAILED")
+            reason = (f"PhonePe order failed ({error})" if status == "failed"
+                      else "checkout expired")
+
+            async def close(uow: UnitOfWork) -> str:
+                closed = await close_pending_in(uow.conn, purchase_id, status, reason=reason)
+                return status if closed is not None else "already_closed"
+
+            return Application(status, close)
+        return Application("awaiting_payment")  # PENDING: the poller follows up
+
+    return prepare

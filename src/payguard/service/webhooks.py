@@ -1,23 +1,28 @@
-"""Provider webhooks: verified, deduplicated by event id, and treated as a nudge.
+"""Stripe webhooks: verified, recorded in the inbox, acknowledged; applied from the inbox.
 
-The event body only says *which* session changed; its state is fetched from the provider
-again before acting, so the order in which deliveries arrive does not matter. The inbox
-row (UNIQUE provider event id) is inserted in the same transaction as the effects: an
-event id is applied at most once, whatever the number and concurrency of deliveries.
+A delivery is answered as soon as the event is durably in the inbox (``pending``); the
+inbox applier (``service.inbox_applier``) then applies it in the background, with retries,
+through ``stripe_preparer``. The event body only says *which* session changed; its state is
+fetched from the provider again before acting, so the order in which deliveries arrive
+does not matter. The inbox row (UNIQUE provider event id) dedupes deliveries, and its
+``pending -> applied`` flip in the effects' transaction makes each event id apply exactly
+once, whatever the number and concurrency of deliveries and appliers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import select
 
+from payguard import inbox
 from payguard.clock import utcnow
 from payguard.errors import ValidationFailed
-from payguard.inbox import note_redelivery, record_event
+from payguard.inbox import InboxEvent, note_redelivery
 from payguard.service.context import AppContext
+from payguard.service.inbox_applier import Application, Prepare
 from payguard.service.lifecycle import (
     REFUND_OUTCOMES,
     close_pending_in,
@@ -25,10 +30,13 @@ from payguard.service.lifecycle import (
     send_pending_refund,
 )
 from payguard.service.redelivery import already_applied
-from payguard.store.schema import inbox_events, purchases
+from payguard.store.schema import purchases
 from payguard.store.uow import UnitOfWork
 
-__all__ = ["HANDLED_EVENTS", "MAX_FIELD", "handle_webhook", "parse_event"]
+__all__ = ["HANDLED_EVENTS", "MAX_FIELD", "PROVIDER", "handle_webhook", "parse_event",
+           "stripe_preparer"]
+
+PROVIDER = "stripe"
 
 log = logging.getLogger("payguard.webhooks")
 
@@ -104,66 +112,76 @@ def parse_event(event: dict[str, Any]) -> tuple[str, str, dict[str, Any], str | 
 
 async def handle_webhook(ctx: AppContext, payload: bytes,
                          signature: str | None) -> dict[str, Any]:
+    """Verify, record durably, answer. The event is applied afterwards from the inbox."""
     event = ctx.provider.construct_event(payload, signature)  # 400 on a bad signature
-    event_id, event_type, obj, session_id = parse_event(event)  # 422 on a bad shape
+    event_id, event_type, _obj, session_id = parse_event(event)  # 422 on a bad shape
     # Unknown types are counted under one label, so a signed sender cannot grow the
     # metric's label set (or the log) with made-up types.
     label = event_type if event_type in HANDLED_EVENTS else "other"
 
-    if await already_applied(ctx.db, "stripe", event_id):
-        # A redelivery: answer without asking the provider again. The inbox insert in the
-        # effects' transaction below stays the guard for deliveries racing this check.
+    if await already_applied(ctx.db, PROVIDER, event_id):
+        # A redelivery (most deliveries in a storm): answered without asking the provider.
         ctx.metrics.webhook_event(label, "duplicate")
         return {"received": True, "duplicate": True}
 
-    purchase_id = None
-    if event_type in HANDLED_EVENTS and session_id:
-        purchase_id = await _find_purchase(ctx, obj)
-    session = None
-    if purchase_id is not None and session_id:
-        # The nudge: ask the provider for the truth. If it is unreachable we answer 503
-        # and record nothing, so the provider delivers the event again later.
+    handled = event_type in HANDLED_EVENTS and session_id is not None
+    now = utcnow()
+
+    async def record(uow: UnitOfWork) -> bool:
+        if handled:
+            new = await inbox.enqueue_event(
+                uow.conn, provider=PROVIDER, event_id=event_id, type=event_type,
+                object_id=session_id, payload=payload, now=now, lease=ctx.inbox.lease)
+        else:  # nothing to apply: recorded as final right away
+            new = await inbox.record_event(
+                uow.conn, provider=PROVIDER, event_id=event_id, type=event_type,
+                object_id=session_id, outcome="ignored", now=now)
+        if not new:  # a concurrent delivery of the same event won the insert
+            await note_redelivery(uow.conn, provider=PROVIDER, event_id=event_id)
+        return new
+
+    new = await ctx.db.transaction(record)
+    if not new:
+        ctx.metrics.webhook_event(label, "duplicate")
+    elif not handled:
+        ctx.metrics.webhook_event(label, "ignored")
+    else:  # counted with its outcome once applied
+        ctx.inbox.submit(InboxEvent(PROVIDER, event_id, event_type, session_id,
+                                    payload, attempts=0))
+    return {"received": True, "duplicate": not new}
+
+
+def stripe_preparer(ctx: AppContext) -> Prepare:
+    """How a pending Stripe event is applied (registered with the inbox applier)."""
+
+    async def prepare(event: InboxEvent) -> Application:
+        data = json.loads(event.payload).get("data") or {}
+        obj = data.get("object") or {}
+        session_id = event.object_id
+        purchase_id = await _find_purchase(ctx, obj) if session_id else None
+        if purchase_id is None or session_id is None:
+            return Application("unknown_session")
+        # The nudge: ask the provider for the truth. If it is unreachable this raises and
+        # the event stays pending, retried with backoff.
         session = await ctx.provider.retrieve_checkout_session(session_id)
+        if session.payment_status == "paid":
+            async def fulfil(uow: UnitOfWork) -> str:
+                return await fulfil_in(uow, ctx, purchase_id, session)
 
-    async def apply(uow: UnitOfWork) -> tuple[bool, str]:
-        if event_type not in HANDLED_EVENTS:
-            outcome = "ignored"
-        elif purchase_id is None or session is None:
-            outcome = "unknown_session"
-        elif session.payment_status == "paid":
-            outcome = "pending"  # decided below, after the dedupe claim
-        elif session.status == "expired":
-            outcome = "expired"
-        elif event_type == "checkout.session.async_payment_failed":
-            outcome = "failed"
-        else:
-            outcome = "awaiting_payment"
-        if not await record_event(uow.conn, provider="stripe", event_id=event_id,
-                                  type=event_type, object_id=session_id, outcome=outcome,
-                                  now=utcnow()):
-            await note_redelivery(uow.conn, provider="stripe", event_id=event_id)
-            return True, "duplicate"
-        if outcome == "pending":
-            assert purchase_id is not None and session is not None
-            outcome = await fulfil_in(uow, ctx, purchase_id, session)
-            await _set_outcome(uow.conn, event_id, outcome)
-        elif outcome in ("expired", "failed"):
-            assert purchase_id is not None
-            reason = "checkout expired" if outcome == "expired" else "async payment failed"
-            closed = await close_pending_in(uow.conn, purchase_id, outcome, reason=reason)
-            if closed is None:
-                await _set_outcome(uow.conn, event_id, "already_closed")
-        return False, outcome
+            async def after(outcome: str) -> None:
+                if outcome in REFUND_OUTCOMES:
+                    await send_pending_refund(ctx, purchase_id)
 
-    duplicate, outcome = await ctx.db.transaction(apply)
-    ctx.metrics.webhook_event(label, "duplicate" if duplicate else outcome)
-    if outcome in REFUND_OUTCOMES and purchase_id is not None:
-        await send_pending_refund(ctx, purchase_id)
-    log.info("webhook %s %s -> %s", event_id[:100], event_type[:100], outcome)
-    return {"received": True, "duplicate": duplicate}
+            return Application("pending", fulfil, after)
+        if session.status == "expired" or event.type == "checkout.session.async_payment_failed":
+            status = "expired" if session.status == "expired" else "failed"
+            reason = "checkout expired" if status == "expired" else "async payment failed"
 
+            async def close(uow: UnitOfWork) -> str:
+                closed = await close_pending_in(uow.conn, purchase_id, status, reason=reason)
+                return status if closed is not None else "already_closed"
 
-async def _set_outcome(conn: AsyncConnection, event_id: str, outcome: str) -> None:
-    await conn.execute(update(inbox_events).where(
-        inbox_events.c.provider == "stripe", inbox_events.c.event_id == event_id
-    ).values(outcome=outcome))
+            return Application(status, close)
+        return Application("awaiting_payment")
+
+    return prepare

@@ -352,8 +352,9 @@ def build_tables(metadata: MetaData, prefix: str = "", *,
         Column("heartbeat_at", TS, nullable=False),
     )
 
-    # Webhook inbox: the primary key is the dedupe guard, inserted in the effects'
-    # transaction.
+    # Webhook inbox: the primary key is the dedupe guard. A row is inserted in the effects'
+    # transaction (state applied), or committed pending on receipt and flipped to applied
+    # in the effects' transaction by an applier (inbox.enqueue_event / mark_applied).
     inbox_events = Table(
         f"{p}inbox_events",
         metadata,
@@ -366,9 +367,16 @@ def build_tables(metadata: MetaData, prefix: str = "", *,
         # Deliveries of this event id, the first included: the operator's duplicate count.
         Column("deliveries", Integer, nullable=False, server_default="1"),
         Column("last_received_at", TS),
+        Column("state", String(10), nullable=False, server_default="applied"),
+        Column("payload", Text),  # the verified body, for the applier (pending rows)
+        Column("attempts", Integer, nullable=False, server_default="0"),  # failed applies
+        Column("next_attempt_at", TS),  # a failed apply's retry time
+        Column("locked_until", TS),  # lease of the process applying it now
+        Column("last_error", Text),
         PrimaryKeyConstraint("provider", "event_id", name=f"pk_{p}inbox_events"),
         Index(f"ix_{p}inbox_events_received", "received_at"),
         Index(f"ix_{p}inbox_events_object", "object_id"),
+        Index(f"ix_{p}inbox_events_due", "state", "next_attempt_at"),
     )
 
     # Outbox: `dedupe_key` makes "one email per purchase" a constraint; delivery state is

@@ -24,6 +24,7 @@ from payguard.service import users, wallets
 from payguard.service.audit import run_audit
 from payguard.service.auth import Authenticator, TokenCache
 from payguard.service.context import AppContext
+from payguard.service.inbox_applier import InboxApplier
 from payguard.service.lifecycle import AMOUNT_MISMATCH, fulfil
 from payguard.store.schema import purchases
 from payguard.store.uow import Database, UnitOfWork
@@ -82,6 +83,7 @@ async def test_mismatched_payment_is_refunded_not_fulfilled(
         outbox=OutboxDispatcher(database, settings), metrics=NO_METRICS, admin_token="t",
         auth=Authenticator(lambda digest: users.find_by_token_digest(database, digest), "t",
                            TokenCache(ttl=0, max_entries=0)),
+        inbox=InboxApplier(database),
         heartbeat=Heartbeat(database, lease=settings.holder_lease))
 
     assert await fulfil(ctx, pid, _session(pid, paid, currency)) == "mismatch"

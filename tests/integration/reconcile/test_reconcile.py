@@ -22,6 +22,7 @@ from payguard.outbox import OutboxDispatcher
 from payguard.service import users
 from payguard.service.auth import Authenticator, TokenCache
 from payguard.service.context import AppContext
+from payguard.service.inbox_applier import InboxApplier
 from payguard.service.reconcile import backoff_seconds, reconcile
 from payguard.store.schema import idempotency_keys, purchases
 from payguard.store.uow import Database, UnitOfWork
@@ -55,6 +56,7 @@ def _ctx(database: Database, provider: DownProvider) -> AppContext:
         outbox=OutboxDispatcher(database, settings), metrics=NO_METRICS, admin_token="t",
         auth=Authenticator(lambda digest: users.find_by_token_digest(database, digest), "t",
                            TokenCache(ttl=0, max_entries=0)),
+        inbox=InboxApplier(database),
         heartbeat=Heartbeat(database, lease=settings.holder_lease))
 
 

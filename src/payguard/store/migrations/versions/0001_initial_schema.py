@@ -99,11 +99,19 @@ def upgrade() -> None:
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('deliveries', sa.Integer(), server_default='1', nullable=False),
     sa.Column('last_received_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('state', sa.String(length=10), server_default='applied', nullable=False),
+    sa.Column('payload', sa.Text(), nullable=True),
+    sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('locked_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('provider', 'event_id', name='pk_inbox_events')
     )
     with op.batch_alter_table('inbox_events', schema=None) as batch_op:
         batch_op.create_index('ix_inbox_events_received', ['received_at'], unique=False)
         batch_op.create_index('ix_inbox_events_object', ['object_id'], unique=False)
+        batch_op.create_index('ix_inbox_events_due', ['state', 'next_attempt_at'],
+                              unique=False)
 
     op.create_table('lock_leases',
     sa.Column('key', sa.String(length=255), nullable=False),
@@ -379,6 +387,7 @@ def downgrade() -> None:
     op.drop_table('outbox_messages')
     op.drop_table('lock_leases')
     with op.batch_alter_table('inbox_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_inbox_events_due')
         batch_op.drop_index('ix_inbox_events_object')
         batch_op.drop_index('ix_inbox_events_received')
 
