@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from payguard.service.records import PurchaseRecord
 from payguard.service.views import product_view, program_view, purchase_view, receipt_view
+from payguard.states import PurchaseStatus
+from payguard.store.schema import purchases
 
 AT = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 
 
-def _purchase(**changes: Any) -> SimpleNamespace:
+def _purchase(**changes: Any) -> PurchaseRecord:
+    """As read from the database: a row's mapping (SQLite gives naive times, ints for bools)."""
     values: dict[str, Any] = dict(
         id="pur_1", user_id="usr_1", order_number="ORD2026000001", kind="program",
-        status="completed", payment_method="card", product_id=None, program_id="prg_1",
+        status="completed", payment_method="card", item_key="program:prg_1",
+        product_id=None, program_id="prg_1",
         quantity=1, amount=75_000, currency="USD", full_price=120_000,
         class_rep_discount=30_000, early_bird_discount=15_000, is_class_rep=1,
         receipt_number="SC2026000001", provider_session_id="cs_1", checkout_url="http://x",
         card_brand="visa", card_last4="4242", failure_reason=None, expires_at=None,
-        created_at=AT, completed_at=AT.replace(tzinfo=None), refunded_at=None,
-        refund_status=None)
+        created_at=AT, updated_at=AT, completed_at=AT.replace(tzinfo=None), refunded_at=None,
+        refund_status=None, refund_id=None, next_check_at=None, check_attempts=0)
     values.update(changes)
-    return SimpleNamespace(**values)
+    return PurchaseRecord.from_row(values)
 
 
 def test_purchase_view_has_the_contract_fields() -> None:
-    view = purchase_view(_purchase(), ["KEY-1"])
+    record = _purchase()
+    assert record.status is PurchaseStatus.COMPLETED  # a typed state, not a bare string
+    assert record.is_class_rep is True  # SQLite's 1, normalised
+    view = purchase_view(record, ["KEY-1"])
+    assert view["status"] == "completed" and type(view["status"]) is str
     assert view["pricing"] == {"full_price": 120_000, "class_rep_discount": 30_000,
                                "early_bird_discount": 15_000, "final_price": 75_000}
     assert view["card"] == {"brand": "visa", "last4": "4242"}
@@ -37,6 +49,22 @@ def test_purchase_view_has_the_contract_fields() -> None:
     for name in ("id", "order_number", "kind", "status", "payment_method", "quantity",
                  "amount", "currency", "receipt_number", "provider_session_id"):
         assert name in view
+
+
+def test_a_record_refuses_an_unknown_state_and_covers_every_column() -> None:
+    with pytest.raises(ValueError, match="'paid' is not a valid PurchaseStatus"):
+        _purchase(status="paid")
+    columns = set(purchases.c.keys())
+    assert {f.name for f in fields(PurchaseRecord)} == columns
+    # Only the schema's columns are taken from a row (a join adds others).
+    assert _purchase(user_email="a@t.test").id == "pur_1"
+
+
+def test_every_state_renders_as_its_contract_string() -> None:
+    assert [s.value for s in PurchaseStatus] == [
+        "pending", "completed", "failed", "canceled", "expired", "refunded"]
+    for state in PurchaseStatus:
+        assert purchase_view(_purchase(status=state.value), [])["status"] == state.value
 
 
 def test_purchase_view_without_a_card_says_null() -> None:

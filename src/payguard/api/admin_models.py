@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from payguard.api.schemas import PurchaseStatusField
+
 __all__ = [
     "AdminProduct",
     "AdminProgram",
@@ -27,6 +29,7 @@ __all__ = [
     "WebhookEvent",
     "WebhookPage",
 ]
+
 
 
 class SessionInfo(BaseModel):
@@ -55,7 +58,7 @@ class AdminPurchase(BaseModel):
     user_name: str | None
     order_number: str
     kind: Literal["product", "program", "topup"]
-    status: Literal["pending", "completed", "failed", "canceled", "expired", "refunded"]
+    status: PurchaseStatusField
     payment_method: Literal["wallet", "card"]
     product_id: str | None
     program_id: str | None

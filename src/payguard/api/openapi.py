@@ -17,6 +17,7 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from payguard.api.schemas import PURCHASE_STATUSES
 from payguard.idempotency.keys import MAX_KEY_LENGTH
 
 __all__ = ["OPERATIONS", "install_openapi"]
@@ -50,7 +51,6 @@ def _list(name: str) -> dict[str, Any]:
     return {"type": "array", "items": _ref(name)}
 
 
-_PURCHASE_STATUS = ["pending", "completed", "failed", "canceled", "expired", "refunded"]
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Problem": _obj(
@@ -78,7 +78,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Purchase": _obj({
         "id": _STR, "order_number": _STR,
         "kind": {"type": "string", "enum": ["product", "program", "topup"]},
-        "status": {"type": "string", "enum": _PURCHASE_STATUS},
+        "status": {"type": "string", "enum": PURCHASE_STATUSES},
         "payment_method": {"type": "string", "enum": ["wallet", "card"]},
         "quantity": _INT, "amount": _INT, "currency": _STR,
         "pricing": _obj({"full_price": _INT, "class_rep_discount": _INT,

@@ -4,7 +4,7 @@ no numeric strings, no booleans)."""
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import (
     AfterValidator,
@@ -13,22 +13,53 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictBool,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from payguard.states import PurchaseStatus
 
 __all__ = [
+    "PURCHASE_STATUSES",
     "AdjustmentIn",
     "CheckoutIn",
     "ItemsIn",
     "ProductIn",
     "ProgramIn",
     "PurchaseIn",
+    "PurchaseStatusField",
     "RefundIn",
     "UserIn",
 ]
+
+#: The purchase states as the API documents them.
+PURCHASE_STATUSES = [s.value for s in PurchaseStatus]
+_EXPECTED_STATUS = " or ".join(
+    [", ".join(f"'{v}'" for v in PURCHASE_STATUSES[:-1]), f"'{PURCHASE_STATUSES[-1]}'"])
+
+
+def _purchase_status(value: object) -> PurchaseStatus:
+    """Pydantic's own enum check and message, without the schema component it would add."""
+    if isinstance(value, str) and value in PURCHASE_STATUSES:
+        return PurchaseStatus(value)
+    raise PydanticCustomError("enum", "Input should be {expected}",
+                              {"expected": _EXPECTED_STATUS})
+
+
+if TYPE_CHECKING:
+    PurchaseStatusField = PurchaseStatus
+else:
+    #: ``PurchaseStatus`` in a query parameter (``?status=``) or a response model, validated
+    #: to the enum but declared over ``str``: FastAPI would add an enum-typed parameter to
+    #: the OpenAPI components, and the contract documents the states as an inline enum.
+    PurchaseStatusField = Annotated[
+        str, PlainValidator(_purchase_status),
+        WithJsonSchema({"type": "string", "enum": PURCHASE_STATUSES})]
 
 # Every integer is bounded: amounts further by PAYGUARD_MAX_AMOUNT (a friendlier message),
 # but nothing may reach the database beyond a signed 64-bit column or JSON's safe range.

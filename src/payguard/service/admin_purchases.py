@@ -18,7 +18,9 @@ from payguard.errors import NotFound
 from payguard.service.inbox_view import event_view
 from payguard.service.paging import Cursor
 from payguard.service.purchases import items_of
+from payguard.service.records import PurchaseRecord
 from payguard.service.views import purchase_view, receipt_view
+from payguard.states import PurchaseStatus
 from payguard.store.schema import (
     accounts,
     entries,
@@ -37,7 +39,7 @@ __all__ = ["PurchaseFilter", "email_view", "purchase_detail", "search_purchases"
 
 @dataclass(frozen=True, slots=True)
 class PurchaseFilter:
-    status: str | None = None
+    status: PurchaseStatus | None = None
     user_id: str | None = None
     kind: str | None = None
     since: datetime | None = None
@@ -48,7 +50,7 @@ class PurchaseFilter:
 
 
 def _with_user(row: Any, items: list[str]) -> dict[str, Any]:
-    view = purchase_view(row, items)
+    view = purchase_view(PurchaseRecord.from_row(row), items)
     view["user_email"] = row.user_email
     view["user_name"] = row.user_name
     return view

@@ -23,6 +23,7 @@ from payguard.service.context import AppContext
 from payguard.service.lifecycle import close_pending_in, fulfil
 from payguard.service.principal import Principal
 from payguard.service.purchases import get_purchase
+from payguard.states import PurchaseStatus
 from payguard.store.schema import purchases
 from payguard.store.uow import UnitOfWork
 
@@ -30,7 +31,8 @@ __all__ = ["cancel_purchase"]
 
 log = logging.getLogger("payguard.cancel")
 
-CANCELED = "canceled"  # recovery point: the purchase was closed by this request
+#: The recovery point recorded on the claim once this request closed the purchase.
+CANCELED = "canceled"
 
 
 async def cancel_purchase(ctx: AppContext, user: Principal, purchase_id: str,
@@ -40,7 +42,7 @@ async def cancel_purchase(ctx: AppContext, user: Principal, purchase_id: str,
     the close and answers 200, instead of finding the purchase closed and answering 409."""
     async def close(uow: UnitOfWork) -> Any:
         view = await get_purchase(uow.conn, user, purchase_id)  # NOT_FOUND for others' ids
-        closed = await close_pending_in(uow.conn, purchase_id, "canceled",
+        closed = await close_pending_in(uow.conn, purchase_id, PurchaseStatus.CANCELED,
                                         reason="canceled by the user", user_id=user.user_id)
         if closed is None:
             raise InvalidState(

@@ -48,6 +48,7 @@ from payguard.service.limits import check_checkout_limits
 from payguard.service.numbers import next_order_number
 from payguard.service.pricing import Pricing, price_program
 from payguard.service.principal import Principal
+from payguard.states import PurchaseStatus
 from payguard.store.schema import products, programs, purchases, users
 from payguard.store.uow import UnitOfWork
 
@@ -119,7 +120,7 @@ async def _checkout_locked(ctx: AppContext, user: Principal, target: CheckoutTar
     if claim is not None and claim.purchase_id:
         # A retry of a request that died mid-way: resume from its recovery point.
         row = await _load(ctx, claim.purchase_id)
-        if row is not None and row.status == "pending":
+        if row is not None and row.status == PurchaseStatus.PENDING:
             return 201, await ensure_session(ctx, row, claim=claim, existing=False,
                                              fence=fence)
 
@@ -127,14 +128,15 @@ async def _checkout_locked(ctx: AppContext, user: Principal, target: CheckoutTar
         existing = (await uow.conn.execute(
             select(purchases).where(purchases.c.user_id == user.user_id,
                                     purchases.c.item_key == target.item_key,
-                                    purchases.c.status == "pending")
+                                    purchases.c.status == PurchaseStatus.PENDING)
         )).first()
     if existing is not None:
         expires_at = as_utc(existing.expires_at)
         if expires_at is None or expires_at > now:
             return 200, await ensure_session(ctx, existing, claim=claim, existing=True,
                                              fence=fence)
-        await close_pending(ctx, existing.id, "expired", reason="checkout expired", fence=fence)
+        await close_pending(ctx, existing.id, PurchaseStatus.EXPIRED, reason="checkout expired",
+                            fence=fence)
 
     row = await ctx.db.transaction(
         lambda uow: _reserve(uow.conn, ctx, user, target, claim, fence))
@@ -158,7 +160,7 @@ async def _reserve(conn: AsyncConnection, ctx: AppContext, user: Principal,
             raise NotFound(f"no program {target.program_id!r}")
         done = await conn.scalar(select(purchases.c.id).where(
             purchases.c.user_id == user.user_id, purchases.c.program_id == program.id,
-            purchases.c.status == "completed"))
+            purchases.c.status == PurchaseStatus.COMPLETED))
         if done is not None:
             raise AlreadyPurchased("you already bought this program")
         pricing = price_program(program, class_rep=target.class_rep, now=now)
@@ -195,7 +197,7 @@ async def _reserve(conn: AsyncConnection, ctx: AppContext, user: Principal,
         async with conn.begin_nested():
             await conn.execute(insert(purchases).values(
                 id=purchase_id, user_id=user.user_id, order_number=order_number, kind=kind,
-                status="pending", payment_method="card", item_key=target.item_key,
+                status=PurchaseStatus.PENDING, payment_method="card", item_key=target.item_key,
                 amount=pricing.final_price, currency=currency, full_price=pricing.full_price,
                 class_rep_discount=pricing.class_rep_discount,
                 early_bird_discount=pricing.early_bird_discount, expires_at=expires_at,
@@ -242,8 +244,8 @@ async def ensure_session(ctx: AppContext, row: Any, *, claim: Claim | None,
         # Nothing may stay reserved for a checkout the user never got. (The reconciler
         # passes close_on_unavailable=False: it retries on its own backoff instead.)
         if close_on_unavailable:
-            await close_pending(ctx, row.id, "failed", reason="payment provider unavailable",
-                                fence=fence)
+            await close_pending(ctx, row.id, PurchaseStatus.FAILED,
+                                reason="payment provider unavailable", fence=fence)
         raise
 
     async def record(uow: UnitOfWork) -> Any:

@@ -16,6 +16,7 @@ from payguard.clock import utcnow
 from payguard.holders import holder_alive
 from payguard.service.context import AppContext
 from payguard.service.reconcile import RECONCILE_LOCK
+from payguard.states import PurchaseStatus
 from payguard.store.schema import holders, idempotency_keys, purchases
 
 __all__ = ["in_flight"]
@@ -32,7 +33,7 @@ async def in_flight(ctx: AppContext) -> dict[str, Any]:
             idempotency_keys.c.state == "in_progress",
             ~holder_alive(idempotency_keys.c.holder_id, now, lease)))
         unrecorded = await conn.scalar(select(func.count()).select_from(purchases).where(
-            purchases.c.status == "pending", purchases.c.payment_method == "card",
+            purchases.c.status == PurchaseStatus.PENDING, purchases.c.payment_method == "card",
             purchases.c.provider_session_id.is_(None)))
         live = await conn.scalar(select(func.count()).select_from(holders).where(
             holder_alive(holders.c.id, now, lease)))

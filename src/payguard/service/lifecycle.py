@@ -30,6 +30,7 @@ from payguard.service.context import AppContext
 from payguard.service.holds import keep_holds, release_holds
 from payguard.service.numbers import issue_receipt
 from payguard.service.purchases import load_purchase
+from payguard.states import CLOSED, PAID, PurchaseStatus
 from payguard.store.schema import purchases, users
 from payguard.store.uow import UnitOfWork
 
@@ -44,7 +45,6 @@ __all__ = [
 
 log = logging.getLogger("payguard.lifecycle")
 
-CLOSED = ("expired", "canceled", "failed")
 #: failure_reason of a purchase whose payment differed from it (refunded in full).
 AMOUNT_MISMATCH = "the payment's amount or currency differs from the purchase"
 #: fulfil outcomes that leave a provider refund to send.
@@ -59,13 +59,13 @@ async def lock_purchase(conn: AsyncConnection, purchase_id: str) -> Any:
     return (await conn.execute(stmt)).first()
 
 
-async def close_pending_in(conn: AsyncConnection, purchase_id: str, status: str, *,
-                           reason: str | None = None, user_id: str | None = None) -> Any:
+async def close_pending_in(conn: AsyncConnection, purchase_id: str, status: PurchaseStatus,
+                           *, reason: str | None = None, user_id: str | None = None) -> Any:
     """pending -> ``status`` and release the holds, in the caller's transaction, once."""
     now = utcnow()
     stmt = (
         update(purchases)
-        .where(purchases.c.id == purchase_id, purchases.c.status == "pending")
+        .where(purchases.c.id == purchase_id, purchases.c.status == PurchaseStatus.PENDING)
         .values(status=status, failure_reason=reason, updated_at=now)
         .returning(*purchases.c)
     )
@@ -77,7 +77,7 @@ async def close_pending_in(conn: AsyncConnection, purchase_id: str, status: str,
     return row
 
 
-async def close_pending(ctx: AppContext, purchase_id: str, status: str, *,
+async def close_pending(ctx: AppContext, purchase_id: str, status: PurchaseStatus, *,
                         reason: str | None = None, fence: Fence | None = None) -> bool:
     """``close_pending_in`` in its own transaction; under ``fence`` when a lock holder
     closes (a holder whose lease lapsed is refused with ``StaleFencingToken``)."""
@@ -98,7 +98,7 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
     row = await lock_purchase(conn, purchase_id)
     if row is None:
         return "unknown"
-    if row.status in ("completed", "refunded"):
+    if row.status in PAID:
         return "already"
     if session.amount_total != int(row.amount) or session.currency.upper() != row.currency.upper():
         # Never complete a purchase on a payment for another amount or currency: refund
@@ -106,11 +106,12 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
         log.error("purchase %s: provider session %s paid %s %s, the purchase is %s %s; "
                   "refunding", row.id, session.id, session.amount_total, session.currency,
                   row.amount, row.currency)
-        if row.status == "pending":
+        if row.status == PurchaseStatus.PENDING:
             await release_holds(conn, row, now)
         await conn.execute(
             update(purchases).where(purchases.c.id == row.id).values(
-                status="refunded", refund_status="pending", refunded_at=now, updated_at=now,
+                status=PurchaseStatus.REFUNDED, refund_status="pending", refunded_at=now,
+                updated_at=now,
                 provider_session_id=row.provider_session_id or session.id,
                 provider_payment_intent=session.payment_intent,
                 failure_reason=AMOUNT_MISMATCH, expires_at=None,
@@ -123,7 +124,8 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
     except (ClassRepLimitReached, OutOfStock):
         await conn.execute(
             update(purchases).where(purchases.c.id == row.id).values(
-                status="refunded", refund_status="pending", refunded_at=now, updated_at=now,
+                status=PurchaseStatus.REFUNDED, refund_status="pending", refunded_at=now,
+                updated_at=now,
                 provider_session_id=row.provider_session_id or session.id,
                 provider_payment_intent=session.payment_intent,
                 failure_reason="paid after the purchase closed and its seat or items were gone",
@@ -144,7 +146,8 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
     receipt = await issue_receipt(conn, ctx.settings, purchase_id=row.id, amount=amount,
                                   currency=currency, now=now)
     await conn.execute(update(purchases).where(purchases.c.id == row.id).values(
-        status="completed", receipt_number=receipt, completed_at=now, updated_at=now,
+        status=PurchaseStatus.COMPLETED, receipt_number=receipt, completed_at=now,
+        updated_at=now,
         provider_session_id=row.provider_session_id or session.id,
         provider_payment_intent=session.payment_intent, card_brand=session.card_brand,
         card_last4=session.card_last4, billing_name=session.customer_name,

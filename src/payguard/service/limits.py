@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from payguard.clock import as_utc
 from payguard.config import Settings
 from payguard.errors import LimitReached
+from payguard.states import PurchaseStatus
 from payguard.store.schema import purchases, users
 
 __all__ = ["check_checkout_limits"]
@@ -30,7 +31,7 @@ async def check_checkout_limits(conn: AsyncConnection, settings: Settings, user_
     rows = (await conn.execute(
         select(purchases.c.kind, func.count(), func.coalesce(func.sum(purchases.c.quantity), 0),
                func.min(purchases.c.expires_at))
-        .where(purchases.c.user_id == user_id, purchases.c.status == "pending",
+        .where(purchases.c.user_id == user_id, purchases.c.status == PurchaseStatus.PENDING,
                purchases.c.payment_method == "card")
         .group_by(purchases.c.kind))).all()
     by_kind: dict[str, Any] = {row[0]: row for row in rows}

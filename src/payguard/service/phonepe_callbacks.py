@@ -32,6 +32,7 @@ from payguard.service.lifecycle import (
     send_pending_refund,
 )
 from payguard.service.redelivery import already_applied
+from payguard.states import PurchaseStatus
 from payguard.store.schema import purchases
 from payguard.store.uow import UnitOfWork
 
@@ -124,16 +125,17 @@ def phonepe_preparer(ctx: AppContext) -> Prepare:
 
             return Application("pending", fulfil, after)
         if session.failed or session.status == "expired":
-            status = "failed" if session.failed else "expired"
+            status = PurchaseStatus.FAILED if session.failed else PurchaseStatus.EXPIRED
             error = session.metadata.get("phonepe_error", "FAILED")
-            reason = (f"PhonePe order failed ({error})" if status == "failed"
+            reason = (f"PhonePe order failed ({error})" if status is PurchaseStatus.FAILED
                       else "checkout expired")
 
             async def close(uow: UnitOfWork) -> str:
                 closed = await close_pending_in(uow.conn, purchase_id, status, reason=reason)
-                return status if closed is not None else "already_closed"
+                # The event's outcome is the state the purchase closed in.
+                return status.value if closed is not None else "already_closed"
 
-            return Application(status, close)
+            return Application(status.value, close)
         return Application("awaiting_payment")  # PENDING: the poller follows up
 
     return prepare

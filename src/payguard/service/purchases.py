@@ -15,7 +15,9 @@ from payguard.ids import new_id
 from payguard.service.catalog import stock_capacity_key
 from payguard.service.numbers import next_order_number, record_receipt, take_receipt_number
 from payguard.service.principal import Principal
+from payguard.service.records import PurchaseRecord
 from payguard.service.views import purchase_view, receipt_view
+from payguard.states import PurchaseStatus
 from payguard.store.schema import products, purchases, receipts, stock_items
 
 __all__ = [
@@ -93,30 +95,25 @@ async def purchase_with_wallet(conn: AsyncConnection, settings: Settings, user: 
                               reason=f"{quantity} x {product.sku}", now=now)
     order_number = await next_order_number(conn, settings, now)
     receipt, seq = await take_receipt_number(conn, settings, now)
-    values = dict(
+    record = PurchaseRecord(
         id=purchase_id, user_id=user.user_id, order_number=order_number, kind="product",
-        status="completed", payment_method="wallet", item_key=f"product:{product_id}",
-        product_id=product_id, program_id=None, quantity=quantity, amount=amount,
-        currency=currency, full_price=amount, class_rep_discount=0, early_bird_discount=0,
-        is_class_rep=False, receipt_number=receipt, created_at=now, updated_at=now,
-        completed_at=now,
+        status=PurchaseStatus.COMPLETED, payment_method="wallet",
+        item_key=f"product:{product_id}", product_id=product_id, quantity=quantity,
+        amount=amount, currency=currency, full_price=amount, receipt_number=receipt,
+        created_at=now, updated_at=now, completed_at=now,
     )
-    await conn.execute(insert(purchases).values(**values))
+    await conn.execute(insert(purchases).values(**_columns(record)))
     await record_receipt(conn, number=receipt, seq=seq, purchase_id=purchase_id,
                          amount=amount, currency=currency, now=now)
     # The response is built from what was written, not read back: fewer statements
     # while the counters are locked.
-    return purchase_view(_Row(values), items)
+    return purchase_view(record, items)
 
 
-class _Row:
-    """Attribute access over a dict of purchase values, with the unset columns as None."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self._values = values
-
-    def __getattr__(self, name: str) -> Any:
-        return self._values.get(name)
+def _columns(record: PurchaseRecord) -> dict[str, Any]:
+    """The record as an insert's values; a None is left to the column's NULL."""
+    values = {name: getattr(record, name) for name in purchases.c.keys()}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 async def items_of(conn: AsyncConnection, purchase_ids: list[str]) -> dict[str, list[str]]:
@@ -151,10 +148,12 @@ async def _view_one(conn: AsyncConnection, query: Any, purchase_id: str) -> dict
     row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound(f"no purchase {purchase_id!r}")
-    return purchase_view(row, (await items_of(conn, [row.id])).get(row.id, []))
+    return purchase_view(PurchaseRecord.from_row(row),
+                         (await items_of(conn, [row.id])).get(row.id, []))
 
 
-async def list_purchases(conn: AsyncConnection, who: Principal, *, status: str | None,
+async def list_purchases(conn: AsyncConnection, who: Principal, *,
+                         status: PurchaseStatus | None,
                          limit: int = 100) -> list[dict[str, Any]]:
     query = select(purchases).order_by(purchases.c.created_at.desc(), purchases.c.id).limit(limit)
     if not who.is_admin:
@@ -163,7 +162,7 @@ async def list_purchases(conn: AsyncConnection, who: Principal, *, status: str |
         query = query.where(purchases.c.status == status)
     rows = (await conn.execute(query)).all()
     items = await items_of(conn, [r.id for r in rows])
-    return [purchase_view(r, items.get(r.id, [])) for r in rows]
+    return [purchase_view(PurchaseRecord.from_row(r), items.get(r.id, [])) for r in rows]
 
 
 async def get_receipt(conn: AsyncConnection, who: Principal, number: str) -> dict[str, Any]:

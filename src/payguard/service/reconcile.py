@@ -55,7 +55,9 @@ from payguard.service.checkout import ensure_session, session_payload
 from payguard.service.context import AppContext
 from payguard.service.holds import release_holds
 from payguard.service.lifecycle import close_pending_in, fulfil, send_pending_refund
+from payguard.service.records import PurchaseRecord
 from payguard.service.views import purchase_view
+from payguard.states import PurchaseStatus
 from payguard.store.schema import idempotency_keys, purchases, reservations
 from payguard.store.uow import UnitOfWork
 
@@ -88,11 +90,11 @@ async def list_stuck(ctx: AppContext, older_than: float) -> list[dict[str, Any]]
     async with ctx.db.read() as uow:
         rows = (await uow.conn.execute(
             select(purchases)
-            .where(purchases.c.status == "pending", purchases.c.created_at <= cutoff)
+            .where(purchases.c.status == PurchaseStatus.PENDING, purchases.c.created_at <= cutoff)
             .order_by(purchases.c.created_at, purchases.c.id).limit(1000)
         )).all()
     # Pending purchases have no delivered items yet (reserved ones are not the buyer's).
-    return [purchase_view(r, []) for r in rows]
+    return [purchase_view(PurchaseRecord.from_row(r), []) for r in rows]
 
 
 async def reconcile(ctx: AppContext, *, older_than: float | None = None) -> dict[str, Any]:
@@ -150,7 +152,8 @@ async def _poll_due(ctx: AppContext, counts: dict[str, int], _age: float) -> Non
     async with ctx.db.read() as uow:
         rows = (await uow.conn.execute(
             select(purchases)
-            .where(purchases.c.status == "pending", purchases.c.payment_method == "card",
+            .where(purchases.c.status == PurchaseStatus.PENDING,
+                   purchases.c.payment_method == "card",
                    purchases.c.provider_session_id.is_not(None),
                    or_(and_(purchases.c.next_check_at.is_(None),
                             purchases.c.created_at <= now - first),
@@ -177,7 +180,8 @@ async def _poll_due(ctx: AppContext, counts: dict[str, int], _age: float) -> Non
 
 async def _schedule(ctx: AppContext, purchase_id: str, at: datetime) -> None:
     await ctx.db.transaction(lambda uow: uow.conn.execute(
-        update(purchases).where(purchases.c.id == purchase_id, purchases.c.status == "pending")
+        update(purchases)
+        .where(purchases.c.id == purchase_id, purchases.c.status == PurchaseStatus.PENDING)
         .values(next_check_at=at)))
 
 
@@ -188,7 +192,8 @@ async def _stuck_purchases(ctx: AppContext, counts: dict[str, int], age: float) 
     async with ctx.db.read() as uow:
         rows = (await uow.conn.execute(
             select(purchases)
-            .where(purchases.c.status == "pending", purchases.c.payment_method == "card",
+            .where(purchases.c.status == PurchaseStatus.PENDING,
+                   purchases.c.payment_method == "card",
                    or_(purchases.c.created_at <= now - timedelta(seconds=age),
                        purchases.c.expires_at <= now),
                    or_(purchases.c.next_check_at.is_(None), purchases.c.next_check_at <= now))
@@ -224,7 +229,7 @@ async def _check_purchase(ctx: AppContext, row: Any, now: datetime,
                 raise
             # The session was never recorded, so it was never shown to anyone and
             # nobody can have paid it: closing is safe without the provider's word.
-            return await _close(ctx, row.id, "expired", counts,
+            return await _close(ctx, row.id, PurchaseStatus.EXPIRED, counts,
                                 "checkout expired before its session was recorded")
         session_id = payload["session_id"]
         log.warning("purchase %s: recorded provider session %s left unrecorded by a crash",
@@ -235,15 +240,17 @@ async def _check_purchase(ctx: AppContext, row: Any, now: datetime,
         return {"completed": "completed", "refund": "refunded",
                 "mismatch": "refunded"}.get(outcome, "none")
     if session.failed and not past_expiry:
-        return await _close(ctx, row.id, "failed", counts, "payment failed at the provider")
+        return await _close(ctx, row.id, PurchaseStatus.FAILED, counts,
+                            "payment failed at the provider")
     if session.status == "expired":
-        return await _close(ctx, row.id, "expired", counts, "checkout expired")
+        return await _close(ctx, row.id, PurchaseStatus.EXPIRED, counts,
+                            "checkout expired")
     # Open (the buyer may still pay) or complete-but-unpaid (async payment settling).
     return "none"
 
 
-async def _close(ctx: AppContext, purchase_id: str, status: str, counts: dict[str, int],
-                 reason: str) -> str:
+async def _close(ctx: AppContext, purchase_id: str, status: PurchaseStatus,
+                 counts: dict[str, int], reason: str) -> str:
     async def close(uow: UnitOfWork) -> tuple[bool, int]:
         held = int(await uow.conn.scalar(
             select(func.count()).select_from(reservations).where(
@@ -256,7 +263,7 @@ async def _close(ctx: AppContext, purchase_id: str, status: str, counts: dict[st
     if not closed:
         return "none"  # a webhook, a cancel or another reconciler got there first
     counts["released"] += held
-    return status
+    return status.value  # the count of closes in that state
 
 
 async def _defer(ctx: AppContext, row: Any, now: datetime, why: str) -> None:
@@ -265,7 +272,8 @@ async def _defer(ctx: AppContext, row: Any, now: datetime, why: str) -> None:
     log.warning("purchase %s: provider unreachable (%s); next look in %gs", row.id, why, delay)
 
     await ctx.db.transaction(lambda uow: uow.conn.execute(
-        update(purchases).where(purchases.c.id == row.id, purchases.c.status == "pending")
+        update(purchases)
+        .where(purchases.c.id == row.id, purchases.c.status == PurchaseStatus.PENDING)
         .values(check_attempts=purchases.c.check_attempts + 1,
                 next_check_at=now + timedelta(seconds=delay))))
 
@@ -281,7 +289,7 @@ async def _orphan_holds(ctx: AppContext, counts: dict[str, int], _age: float) ->
             select(purchases)
             .join(reservations, reservations.c.purchase_id == purchases.c.id)
             .where(reservations.c.state == "held", reservations.c.expires_at < now,
-                   purchases.c.status != "pending")
+                   purchases.c.status != PurchaseStatus.PENDING)
             .distinct().limit(BATCH)
         )).all()
         released = 0
@@ -319,7 +327,7 @@ async def _dead_keys(ctx: AppContext, counts: dict[str, int], _age: float) -> No
             await _drop_key(ctx, key, counts)
         elif purchase.provider_session_id is not None:
             await _finish_key(ctx, key, session_payload(purchase, existing=False), counts)
-        elif purchase.status != "pending":
+        elif purchase.status != PurchaseStatus.PENDING:
             await _drop_key(ctx, key, counts)
         # else: pending without a session: step 1 records it, a later run finishes the key.
 

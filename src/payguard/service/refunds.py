@@ -21,6 +21,7 @@ from payguard.service.catalog import program_capacity_key
 from payguard.service.context import AppContext
 from payguard.service.lifecycle import send_pending_refund
 from payguard.service.purchases import load_purchase
+from payguard.states import PurchaseStatus
 from payguard.store.schema import purchases
 
 __all__ = ["book_refund", "refund_card_purchase", "refund_wallet_purchase", "refunds_by_card"]
@@ -42,8 +43,8 @@ async def book_refund(conn: AsyncConnection, purchase_id: str, reason: str) -> A
     is_card = purchases.c.payment_method == "card"
     row = (await conn.execute(
         update(purchases)
-        .where(purchases.c.id == purchase_id, purchases.c.status == "completed")
-        .values(status="refunded", refunded_at=now, updated_at=now,
+        .where(purchases.c.id == purchase_id, purchases.c.status == PurchaseStatus.COMPLETED)
+        .values(status=PurchaseStatus.REFUNDED, refunded_at=now, updated_at=now,
                 refund_status=case((is_card, "pending"), else_=None),
                 failure_reason=case((is_card, reason), else_=purchases.c.failure_reason))
         .returning(*purchases.c)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from payguard.clock import isoformat
+from payguard.service.records import PurchaseRecord
 
 __all__ = ["product_view", "program_view", "purchase_view", "receipt_view"]
 
@@ -28,7 +29,7 @@ def program_view(row: Any, taken: int) -> dict[str, Any]:
     }
 
 
-def purchase_view(row: Any, items: Sequence[str]) -> dict[str, Any]:
+def purchase_view(row: PurchaseRecord, items: Sequence[str]) -> dict[str, Any]:
     card = None
     if row.card_brand or row.card_last4:
         card = {"brand": row.card_brand, "last4": row.card_last4}
@@ -37,7 +38,7 @@ def purchase_view(row: Any, items: Sequence[str]) -> dict[str, Any]:
         "user_id": row.user_id,
         "order_number": row.order_number,
         "kind": row.kind,
-        "status": row.status,
+        "status": row.status.value,
         "payment_method": row.payment_method,
         "product_id": row.product_id,
         "program_id": row.program_id,

@@ -30,6 +30,7 @@ from payguard.service.lifecycle import (
     send_pending_refund,
 )
 from payguard.service.redelivery import already_applied
+from payguard.states import PurchaseStatus
 from payguard.store.schema import purchases
 from payguard.store.uow import UnitOfWork
 
@@ -174,14 +175,17 @@ def stripe_preparer(ctx: AppContext) -> Prepare:
 
             return Application("pending", fulfil, after)
         if session.status == "expired" or event.type == "checkout.session.async_payment_failed":
-            status = "expired" if session.status == "expired" else "failed"
-            reason = "checkout expired" if status == "expired" else "async payment failed"
+            status = (PurchaseStatus.EXPIRED if session.status == "expired"
+                      else PurchaseStatus.FAILED)
+            reason = ("checkout expired" if status is PurchaseStatus.EXPIRED
+                      else "async payment failed")
 
             async def close(uow: UnitOfWork) -> str:
                 closed = await close_pending_in(uow.conn, purchase_id, status, reason=reason)
-                return status if closed is not None else "already_closed"
+                # The event's outcome is the state the purchase closed in.
+                return status.value if closed is not None else "already_closed"
 
-            return Application(status, close)
+            return Application(status.value, close)
         return Application("awaiting_payment")
 
     return prepare

@@ -27,6 +27,7 @@ from sqlalchemy import (
     text,
 )
 
+from payguard.states import PurchaseStatus
 from payguard.store.tables import TS, BigId, Tables, build_tables, new_metadata
 
 __all__ = [
@@ -52,6 +53,12 @@ __all__ = [
     "transfers",
     "users",
 ]
+
+
+def _sql_list(values: type[PurchaseStatus]) -> str:
+    """An enum's values as a SQL list of string literals, for a CHECK."""
+    return ", ".join(f"'{v.value}'" for v in values)
+
 
 metadata = new_metadata()
 
@@ -175,10 +182,7 @@ purchases = Table(
     Column("next_check_at", TS),
     Column("check_attempts", Integer, nullable=False, server_default="0"),
     CheckConstraint("kind IN ('product', 'program', 'topup')", name="kind_known"),
-    CheckConstraint(
-        "status IN ('pending', 'completed', 'failed', 'canceled', 'expired', 'refunded')",
-        name="status_known",
-    ),
+    CheckConstraint(f"status IN ({_sql_list(PurchaseStatus)})", name="status_known"),
     CheckConstraint("payment_method IN ('wallet', 'card')", name="method_known"),
     CheckConstraint("quantity > 0", name="quantity_positive"),
     CheckConstraint("amount >= 0", name="amount_not_negative"),
@@ -193,8 +197,8 @@ purchases = Table(
         "user_id",
         "item_key",
         unique=True,
-        postgresql_where=text("status = 'pending'"),
-        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text(f"status = '{PurchaseStatus.PENDING}'"),
+        sqlite_where=text(f"status = '{PurchaseStatus.PENDING}'"),
     ),
     # A program is bought at most once per user.
     Index(
@@ -202,8 +206,8 @@ purchases = Table(
         "user_id",
         "program_id",
         unique=True,
-        postgresql_where=text("status = 'completed' AND program_id IS NOT NULL"),
-        sqlite_where=text("status = 'completed' AND program_id IS NOT NULL"),
+        postgresql_where=text(f"status = '{PurchaseStatus.COMPLETED}' AND program_id IS NOT NULL"),
+        sqlite_where=text(f"status = '{PurchaseStatus.COMPLETED}' AND program_id IS NOT NULL"),
     ),
 )
 

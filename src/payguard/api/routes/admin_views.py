@@ -26,6 +26,7 @@ from payguard.api.admin_models import (
     WebhookPage,
 )
 from payguard.api.deps import Admin, Ctx, json_response, run_idempotent
+from payguard.api.schemas import PurchaseStatusField
 from payguard.errors import ValidationFailed
 from payguard.idempotency import Claim, StoredResponse
 from payguard.service import admin_catalog, admin_outbox, admin_purchases, admin_users
@@ -48,14 +49,13 @@ TimeCursor = Annotated[str | None, Query(max_length=300, pattern=CURSOR_PATTERN,
                                          description="next_cursor of the previous page")]
 SerialCursor = Annotated[str | None, Query(max_length=18, pattern=SERIAL_CURSOR_PATTERN,
                                            description="next_cursor of the previous page")]
-PurchaseStatus = Literal["pending", "completed", "failed", "canceled", "expired", "refunded"]
 PurchaseKind = Literal["product", "program", "topup"]
 
 
 @router.get("/purchases", response_model=PurchasePage)
 async def purchases(
     ctx: Ctx, _admin: Admin,
-    status: PurchaseStatus | None = None,
+    status: PurchaseStatusField | None = None,
     kind: PurchaseKind | None = None,
     user_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     since: Annotated[AwareDatetime | None, Query(description="created at or after")] = None,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from payguard.api.deps import Ctx, User, json_response, run_idempotent
-from payguard.api.schemas import PurchaseIn
+from payguard.api.schemas import PurchaseIn, PurchaseStatusField
 from payguard.clock import utcnow
 from payguard.idempotency import Claim, StoredResponse
 from payguard.idempotency import store as idempotency_store
@@ -16,9 +16,6 @@ from payguard.service import catalog, purchases, wallets
 from payguard.store.uow import UnitOfWork
 
 router = APIRouter(prefix="/api", tags=["user"])
-
-Status = Literal["pending", "completed", "failed", "canceled", "expired", "refunded"]
-
 
 @router.get("/me")
 async def me(user: User) -> dict[str, Any]:
@@ -86,7 +83,7 @@ async def create_purchase(body: PurchaseIn, request: Request, ctx: Ctx, user: Us
 
 
 @router.get("/purchases")
-async def list_purchases(ctx: Ctx, user: User, status: Status | None = None,
+async def list_purchases(ctx: Ctx, user: User, status: PurchaseStatusField | None = None,
                          limit: Annotated[int, Query(ge=1, le=500)] = 100
                          ) -> list[dict[str, Any]]:
     async with ctx.db.read() as uow:
