@@ -114,7 +114,7 @@ CRASHING_CHECKOUT = """
 import asyncio, os, signal, sys
 from payguard.bootstrap import build_context
 from payguard.config import Settings
-from payguard.service.checkout import CheckoutTarget, start_checkout
+from payguard.service.checkout import CHECKOUT_OPERATION, CheckoutTarget, start_checkout
 from payguard.service.principal import Principal
 from payguard.api.deps import json_response
 
@@ -139,7 +139,7 @@ async def main():
 
     await ctx.guard.execute_phased(principal=f"user:{user_id}", key=key, method="POST",
                                    path="/api/checkout/sessions", body=body.encode(),
-                                   handler=handler)
+                                   handler=handler, operation=CHECKOUT_OPERATION)
 
 asyncio.run(main())
 """

@@ -112,16 +112,17 @@ async def run_idempotent_phased(
     handler: Callable[[Claim | None], Awaitable[StoredResponse]],
     *,
     required: bool,
+    operation: str | None = None,
 ) -> Response:
     """Like ``run_idempotent`` for operations that call the provider between their own
     short transactions: ``handler`` commits its phases and gets the claim to record
-    recovery points on."""
+    recovery points on. ``operation``: the kind recorded on the claim (for the reconciler)."""
     key = parse_key(request.headers.getlist("idempotency-key"), required=required)
     if key is None:
         return to_response(await handler(None))
     request.state.idempotency_key = key
     outcome = await ctx.guard.execute_phased(
         principal=principal.scope, key=key, method=request.method, path=request.url.path,
-        body=await request.body(), handler=handler,
+        body=await request.body(), handler=handler, operation=operation,
     )
     return to_response(outcome.response, replayed=outcome.replayed)

@@ -92,7 +92,7 @@ class IdempotencyGuard:
         self.hold_seconds = hold_seconds
 
     async def _claim(self, principal: str, key: str, method: str, path: str,
-                     body: bytes) -> Claim | Outcome:
+                     body: bytes, operation: str | None) -> Claim | Outcome:
         fp = fingerprint(method, path, body)
         # A replay, the most common retry, is answered by this one indexed read.
         settled = await store.lookup(self.db.hot, principal=principal, key=key,
@@ -107,7 +107,7 @@ class IdempotencyGuard:
                 uow.conn, principal=principal, key=key, fingerprint=fp, method=method,
                 path=path, now=self.clock(), ttl=self.ttl, lock_timeout=self.lock_timeout,
                 owner=owner, holder_id=self.holder_id, holder_lease=self.holder_lease,
-                tables=self.tables,
+                tables=self.tables, operation=operation,
             )
 
         if settled is not None:
@@ -154,9 +154,9 @@ class IdempotencyGuard:
                 "per user; retry later or reuse keys for retries only", retry_after=60)
 
     async def execute(self, *, principal: str, key: str, method: str, path: str,
-                      body: bytes, effects: Effects) -> Outcome:
+                      body: bytes, effects: Effects, operation: str | None = None) -> Outcome:
         """Run a purely local operation at most once for ``(principal, key)``."""
-        claimed = await self._claim(principal, key, method, path, body)
+        claimed = await self._claim(principal, key, method, path, body, operation)
         if isinstance(claimed, Outcome):
             return claimed
         claim_ = claimed
@@ -197,10 +197,14 @@ class IdempotencyGuard:
         return Outcome(response, replayed=False)
 
     async def execute_phased(self, *, principal: str, key: str, method: str, path: str,
-                             body: bytes, handler: PhasedHandler) -> Outcome:
+                             body: bytes, handler: PhasedHandler,
+                             operation: str | None = None) -> Outcome:
         """Run an operation made of atomic phases; ``handler`` resumes from the claim's
-        recovery point and returns the final response, which is then stored."""
-        claimed = await self._claim(principal, key, method, path, body)
+        recovery point and returns the final response, which is then stored.
+
+        ``operation`` names the kind of request on the claim, so the reconciler can finish
+        an abandoned one of a kind it knows (``"checkout"``) without looking at its path."""
+        claimed = await self._claim(principal, key, method, path, body, operation)
         if isinstance(claimed, Outcome):
             return claimed
         claim_ = claimed

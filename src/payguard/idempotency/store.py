@@ -30,12 +30,16 @@ from payguard.store.schema import PRIMITIVES
 from payguard.store.tables import Tables
 
 __all__ = [
+    "AbandonedKey",
     "Claim",
     "ClaimResult",
     "StoredResponse",
     "advance",
     "claim",
+    "complete_abandoned",
     "count_recent",
+    "drop_abandoned",
+    "find_abandoned",
     "finish",
     "lookup",
     "new_owner",
@@ -132,9 +136,13 @@ async def claim(
     holder_id: str | None = None,
     holder_lease: float | None = None,
     tables: Tables = PRIMITIVES,
+    operation: str | None = None,
 ) -> ClaimResult:
     """Try to take ``(principal, key)`` for the process ``holder_id``. The caller commits
     right after.
+
+    ``operation`` is the kind of request, recorded on the key (e.g. ``"checkout"``), so the
+    reconciler knows which abandoned keys it can finish without looking at their paths.
 
     ``owner`` (default: a fresh token) lets a caller whose COMMIT of the claim was lost
     give the key back later with ``release_unconfirmed``.
@@ -145,7 +153,8 @@ async def claim(
     inserted = (await conn.execute(
         dialect.insert(conn, idempotency_keys).values(
             principal=principal, key=key, fingerprint=fingerprint, method=method, path=path,
-            state="in_progress", lock_owner=owner, locked_at=now, holder_id=holder_id,
+            operation=operation, state="in_progress", lock_owner=owner, locked_at=now,
+            holder_id=holder_id,
             recovery_point="started", created_at=now, updated_at=now, expires_at=expires_at,
         ).on_conflict_do_nothing(
             index_elements=[idempotency_keys.c.principal, idempotency_keys.c.key]
@@ -165,7 +174,8 @@ async def claim(
         reset = (await conn.execute(
             update(idempotency_keys)
             .where(idempotency_keys.c.id == row.id, idempotency_keys.c.expires_at <= now)
-            .values(fingerprint=fingerprint, method=method, path=path, state="in_progress",
+            .values(fingerprint=fingerprint, method=method, path=path, operation=operation,
+                    state="in_progress",
                     lock_owner=owner, locked_at=now, holder_id=holder_id,
                     recovery_point="started",
                     purchase_id=None, status_code=None, response_headers=None,
@@ -236,13 +246,16 @@ async def finish(conn: AsyncConnection, claim_: Claim, response: StoredResponse,
     """Store the final response in the caller's transaction. False: the claim was lost."""
     idempotency_keys = tables.idempotency_keys
     result = await conn.execute(
-        update(idempotency_keys).where(_owned(claim_, tables)).values(
-            state="completed", status_code=response.status, response_body=response.body,
-            response_headers=json.dumps(response.headers), lock_owner=None, locked_at=None,
-            recovery_point="finished", updated_at=now,
-        )
-    )
+        update(idempotency_keys).where(_owned(claim_, tables)).values(**_completed(response, now)))
     return result.rowcount == 1
+
+
+def _completed(response: StoredResponse, now: datetime) -> dict[str, Any]:
+    """The columns of a key that holds its final answer."""
+    return {"state": "completed", "status_code": response.status,
+            "response_body": response.body, "response_headers": json.dumps(response.headers),
+            "lock_owner": None, "locked_at": None, "recovery_point": "finished",
+            "updated_at": now}
 
 
 async def advance(conn: AsyncConnection, claim_: Claim, recovery_point: str, now: datetime,
@@ -293,6 +306,67 @@ async def release_unconfirmed(conn: AsyncConnection, *, principal: str, key: str
         idempotency_keys.c.principal == principal, idempotency_keys.c.key == key,
         idempotency_keys.c.lock_owner == owner, idempotency_keys.c.state == "in_progress",
     ))
+    return result.rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonedKey:
+    """An in-progress key whose request can no longer finish on its own (``takeable``):
+    the reconciler completes it (``complete_abandoned``) or rolls it back
+    (``drop_abandoned``), whichever a retry of that kind of request would have done."""
+
+    id: int
+    lock_owner: str | None
+    operation: str | None
+    purchase_id: str | None
+
+
+async def find_abandoned(conn: AsyncConnection, now: datetime, lock_timeout: float,
+                         holder_lease: float | None, *, limit: int,
+                         tables: Tables = PRIMITIVES) -> list[AbandonedKey]:
+    """Up to ``limit`` abandoned keys, oldest first."""
+    c = tables.idempotency_keys.c
+    rows = await conn.execute(
+        select(c.id, c.lock_owner, c.operation, c.purchase_id)
+        .where(takeable(now, lock_timeout=lock_timeout, holder_lease=holder_lease,
+                        tables=tables))
+        .order_by(c.id).limit(limit)
+    )
+    return [AbandonedKey(int(r.id), r.lock_owner, r.operation, r.purchase_id) for r in rows]
+
+
+def _still_abandoned(key: AbandonedKey, now: datetime, lock_timeout: float,
+                     holder_lease: float | None, tables: Tables) -> ColumnElement[bool]:
+    """The key as it was found, and still takeable: a retry that took it over since changed
+    its owner, and a holder that resumed (a process thawed after a pause) beats again."""
+    c = tables.idempotency_keys.c
+    owner = c.lock_owner.is_(None) if key.lock_owner is None else c.lock_owner == key.lock_owner
+    return and_(c.id == key.id, owner,
+                takeable(now, lock_timeout=lock_timeout, holder_lease=holder_lease,
+                         tables=tables))
+
+
+async def complete_abandoned(conn: AsyncConnection, key: AbandonedKey,
+                             response: StoredResponse, now: datetime, lock_timeout: float,
+                             holder_lease: float | None, *,
+                             tables: Tables = PRIMITIVES) -> bool:
+    """Store ``response`` as the dead request's answer, in the caller's transaction.
+    False: a retry took the key over, or its holder came back, since it was found."""
+    result = await conn.execute(
+        update(tables.idempotency_keys)
+        .where(_still_abandoned(key, now, lock_timeout, holder_lease, tables))
+        .values(**_completed(response, now))
+    )
+    return result.rowcount == 1
+
+
+async def drop_abandoned(conn: AsyncConnection, key: AbandonedKey, now: datetime,
+                         lock_timeout: float, holder_lease: float | None, *,
+                         tables: Tables = PRIMITIVES) -> bool:
+    """Forget a dead request's key (a retry runs it afresh), in the caller's transaction.
+    False: a retry took the key over, or its holder came back, since it was found."""
+    result = await conn.execute(delete(tables.idempotency_keys).where(
+        _still_abandoned(key, now, lock_timeout, holder_lease, tables)))
     return result.rowcount == 1
 
 

@@ -52,7 +52,12 @@ from payguard.states import PurchaseStatus
 from payguard.store.schema import products, programs, purchases, users
 from payguard.store.uow import UnitOfWork
 
-__all__ = ["CheckoutTarget", "ensure_session", "start_checkout"]
+__all__ = ["CHECKOUT_OPERATION", "CheckoutTarget", "ensure_session", "session_payload",
+           "start_checkout"]
+
+#: The operation kind a checkout records on its idempotency claim: the reconciler finishes
+#: an abandoned key of this kind from its purchase's recorded session.
+CHECKOUT_OPERATION = "checkout"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,14 @@ One run, in this order (each step in its own short transactions, each safe to re
    after a backoff (``next_check_at``, ``check_attempts``). A complete-but-unpaid session
    (an async payment still settling) is left alone: only its webhook tells failure apart.
 2. Holds past their expiry whose purchase is no longer pending: released.
-3. Dead idempotency keys (``in_progress``, holder silent past the lock timeout):
-   with a purchase whose session is recorded -> completed with the 201 the request would
-   have returned (a retry replays it, so it can never make a second checkout); without any
-   recorded progress, or whose purchase closed before it had a session -> deleted (rolled
-   back: exactly what a retry taking the key over would do). A key whose purchase is pending
-   without a session waits for step 1 of a later run.
+3. Dead idempotency keys (``in_progress``, holder dead or silent past the lock timeout;
+   ``idempotency.store.find_abandoned``): a checkout's (the claim's operation kind is
+   ``checkout``) with a purchase whose session is recorded -> completed with the 201 the
+   request would have returned (``complete_abandoned``; a retry replays it, so it can never
+   make a second checkout); any other key, one without recorded progress, or one whose
+   purchase closed before it had a session -> deleted (``drop_abandoned``: rolled back,
+   exactly what a retry taking the key over would do). A checkout key whose purchase is
+   pending without a session waits for step 1 of a later run.
 4. Card refunds booked but not yet accepted by the provider: pushed again.
 5. Outbox messages due for (re)delivery: one dispatcher pass.
 6. Purges: idempotency keys past retention, expired lock leases, inbox rows past
@@ -36,29 +38,29 @@ what keeps a purchase from completing twice.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from payguard.clock import as_utc, utcnow
 from payguard.errors import LockTimeout, ProviderUnavailable
+from payguard.idempotency import store as idem
 from payguard.idempotency.responses import json_response
-from payguard.idempotency.store import reap_expired, takeable
+from payguard.idempotency.store import reap_expired
 from payguard.inbox import purge_older_than
 from payguard.locks import LockBackendUnavailable
 from payguard.providers.phonepe.schedule import next_poll_delay
-from payguard.service.checkout import ensure_session, session_payload
+from payguard.service.checkout import CHECKOUT_OPERATION, ensure_session, session_payload
 from payguard.service.context import AppContext
 from payguard.service.holds import release_holds
 from payguard.service.lifecycle import close_pending_in, fulfil, send_pending_refund
 from payguard.service.records import PurchaseRecord
 from payguard.service.views import purchase_view
 from payguard.states import PurchaseStatus
-from payguard.store.schema import idempotency_keys, purchases, reservations
+from payguard.store.schema import purchases, reservations
 from payguard.store.uow import UnitOfWork
 
 __all__ = ["COUNT_KEYS", "RECONCILE_LOCK", "backoff_seconds", "list_stuck", "poll_pending",
@@ -75,7 +77,6 @@ COUNT_KEYS = ("checked", "completed", "failed", "expired", "released", "refunded
 BATCH = 200
 INBOX_RETENTION = timedelta(days=30)  # Stripe retries a webhook for up to 3 days
 BACKOFF_BASE, BACKOFF_CAP = 15.0, 3600.0
-CHECKOUT_PATH = "/api/checkout/sessions"
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -308,60 +309,44 @@ async def _orphan_holds(ctx: AppContext, counts: dict[str, int], _age: float) ->
 # ---- 3. dead idempotency keys -------------------------------------------------------------
 
 async def _dead_keys(ctx: AppContext, counts: dict[str, int], _age: float) -> None:
-    now = utcnow()
+    settings = ctx.settings
     async with ctx.db.read() as uow:
-        keys = (await uow.conn.execute(
-            select(idempotency_keys.c.id, idempotency_keys.c.lock_owner,
-                   idempotency_keys.c.path, idempotency_keys.c.purchase_id)
-            .where(takeable(now, lock_timeout=ctx.settings.idempotency_lock_timeout,
-                            holder_lease=ctx.settings.holder_lease))
-            .order_by(idempotency_keys.c.id).limit(BATCH)
-        )).all()
+        keys = await idem.find_abandoned(uow.conn, utcnow(), settings.idempotency_lock_timeout,
+                                         settings.holder_lease, limit=BATCH)
     for key in keys:
         purchase = None
-        if key.purchase_id is not None and key.path == CHECKOUT_PATH:
+        # Only a checkout is finished from its purchase; any other kind of request (a
+        # wallet purchase commits its effects and its answer together) is rolled back.
+        if key.purchase_id is not None and key.operation == CHECKOUT_OPERATION:
             async with ctx.db.read() as uow:
                 purchase = (await uow.conn.execute(
                     select(purchases).where(purchases.c.id == key.purchase_id))).first()
         if purchase is None:
             await _drop_key(ctx, key, counts)
         elif purchase.provider_session_id is not None:
-            await _finish_key(ctx, key, session_payload(purchase, existing=False), counts)
+            await _complete_key(ctx, key, session_payload(purchase, existing=False), counts)
         elif purchase.status != PurchaseStatus.PENDING:
             await _drop_key(ctx, key, counts)
         # else: pending without a session: step 1 records it, a later run finishes the key.
 
 
-def _still_dead(key: Any) -> Any:
-    """The key as we saw it: a retry that took it over since changed its owner."""
-    owner = (idempotency_keys.c.lock_owner.is_(None) if key.lock_owner is None
-             else idempotency_keys.c.lock_owner == key.lock_owner)
-    return and_(idempotency_keys.c.id == key.id, idempotency_keys.c.state == "in_progress",
-                owner)
-
-
-async def _finish_key(ctx: AppContext, key: Any, payload: dict[str, Any],
-                      counts: dict[str, int]) -> None:
-    # The API's own encoding (idempotency.responses), so a replay is byte-identical to
-    # what a retry of the request would have produced.
+async def _complete_key(ctx: AppContext, key: idem.AbandonedKey, payload: dict[str, Any],
+                        counts: dict[str, int]) -> None:
+    # The 201 the request would have returned, in the API's own encoding
+    # (idempotency.responses), so a replay is byte-identical to what a retry would produce.
     response = json_response(payload, 201)
-
-    async def complete(uow: UnitOfWork) -> int:
-        result = await uow.conn.execute(update(idempotency_keys).where(_still_dead(key)).values(
-            state="completed", status_code=response.status, response_body=response.body,
-            response_headers=json.dumps(response.headers),
-            lock_owner=None, locked_at=None, recovery_point="finished", updated_at=utcnow()))
-        return int(result.rowcount)
-
-    counts["keys_completed"] += await ctx.db.transaction(complete)
+    settings = ctx.settings
+    completed = await ctx.db.transaction(lambda uow: idem.complete_abandoned(
+        uow.conn, key, response, utcnow(), settings.idempotency_lock_timeout,
+        settings.holder_lease))
+    counts["keys_completed"] += int(completed)
 
 
-async def _drop_key(ctx: AppContext, key: Any, counts: dict[str, int]) -> None:
-    async def drop(uow: UnitOfWork) -> int:
-        result = await uow.conn.execute(delete(idempotency_keys).where(_still_dead(key)))
-        return int(result.rowcount)
-
-    counts["keys_rolled_back"] += await ctx.db.transaction(drop)
+async def _drop_key(ctx: AppContext, key: idem.AbandonedKey, counts: dict[str, int]) -> None:
+    settings = ctx.settings
+    dropped = await ctx.db.transaction(lambda uow: idem.drop_abandoned(
+        uow.conn, key, utcnow(), settings.idempotency_lock_timeout, settings.holder_lease))
+    counts["keys_rolled_back"] += int(dropped)
 
 
 # ---- 4-6. refunds, outbox, purges ---------------------------------------------------------

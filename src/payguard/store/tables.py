@@ -287,6 +287,9 @@ def build_tables(metadata: MetaData, prefix: str = "", *,
         Column("fingerprint", String(64), nullable=False),
         Column("method", String(10), nullable=False),
         Column("path", Text, nullable=False),
+        # The kind of request that claimed the key (e.g. "checkout"; NULL: one the reconciler
+        # only rolls back), so the reconciler never matches request paths.
+        Column("operation", String(30)),
         Column("state", String(12), nullable=False),
         # Who holds the claim right now (a random token per attempt) and since when.
         Column("lock_owner", String(40)),

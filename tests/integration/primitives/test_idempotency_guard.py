@@ -1,4 +1,5 @@
-"""The idempotency guard at the store level: 5xx release, takeover after a crash, lost claims."""
+"""The idempotency guard at the store level: 5xx release, takeover after a crash, lost claims,
+the operation kind on the claim, and the settling of abandoned keys."""
 
 from __future__ import annotations
 
@@ -94,3 +95,49 @@ async def test_a_lost_claim_rolls_back_its_effects(database: Database) -> None:
     with pytest.raises(RequestInProgress):
         await guard.execute(**args, effects=slow_effects)  # type: ignore[arg-type]
     assert await _count_effects(database) == 0
+
+
+async def test_the_operation_kind_is_recorded_and_abandoned_keys_are_settled_once(
+        database: Database) -> None:
+    now = utcnow()
+
+    async def claim(key: str, operation: str | None, at: float = 0) -> store.ClaimResult:
+        return await database.transaction(lambda uow: store.claim(
+            uow.conn, principal="u", key=key, fingerprint=fingerprint("POST", "/x", b"{}"),
+            method="POST", path="/x", now=now + timedelta(seconds=at), ttl=3600,
+            lock_timeout=10, operation=operation))
+
+    for key, operation in (("co-1", "checkout"), ("co-2", "checkout"), ("plain", None),
+                           ("fresh", "checkout")):
+        assert (await claim(key, operation, at=0 if key != "fresh" else 8)).kind == "claimed"
+
+    later = now + timedelta(seconds=12)  # past the lock timeout of all but "fresh"
+    async with database.read() as uow:
+        found = await store.find_abandoned(uow.conn, later, 10, None, limit=10)
+    assert [(k.operation, k.purchase_id) for k in found] == [
+        ("checkout", None), ("checkout", None), (None, None)]
+    co1, co2, plain = found
+
+    answer = StoredResponse(201, b'{"session_id":"cs_1"}', {"content-type": "application/json"})
+    # A retry takes co-2 over between the look and the write: the reconciler leaves it.
+    assert (await claim("co-2", "checkout", at=12)).kind == "claimed"
+    results = []
+    for key in (co1, co2):
+        results.append(await database.transaction(
+            lambda uow, k=key: store.complete_abandoned(uow.conn, k, answer, later, 10, None)))
+    results.append(await database.transaction(
+        lambda uow: store.drop_abandoned(uow.conn, plain, later, 10, None)))
+    assert results == [True, False, True]
+    # Settled once: a second pass finds nothing to change.
+    assert await database.transaction(
+        lambda uow: store.complete_abandoned(uow.conn, co1, answer, later, 10, None)) is False
+    async with database.read() as uow:
+        rows = {r.key: r for r in await uow.conn.execute(select(idempotency_keys))}
+    assert set(rows) == {"co-1", "co-2", "fresh"}
+    assert (rows["co-1"].state, rows["co-1"].status_code, bytes(rows["co-1"].response_body),
+            rows["co-1"].lock_owner) == ("completed", 201, answer.body, None)
+    assert rows["co-2"].state == "in_progress" and rows["co-2"].operation == "checkout"
+    assert rows["fresh"].state == "in_progress" and rows["fresh"].operation == "checkout"
+    replay = await claim("co-1", "checkout", at=13)
+    assert replay.kind == "replay" and replay.response is not None
+    assert replay.response.body == answer.body

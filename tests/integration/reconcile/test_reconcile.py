@@ -84,7 +84,12 @@ async def _seed(database: Database) -> dict[str, str]:
              "locked_at": old},
             # died after its checkout session was recorded: completed with the 201
             {**base, "key": "dead-session", "path": "/api/checkout/sessions",
-             "lock_owner": "b", "locked_at": old, "recovery_point": "session_created",
+             "operation": "checkout", "lock_owner": "b", "locked_at": old,
+             "recovery_point": "session_created", "purchase_id": "pur_stuck"},
+            # another kind of request on the same purchase (no operation recorded): its
+            # key is rolled back, never answered with the checkout's 201
+            {**base, "key": "dead-cancel", "path": "/api/purchases/pur_stuck/cancel",
+             "lock_owner": "d", "locked_at": old, "recovery_point": "canceled",
              "purchase_id": "pur_stuck"},
             # still running (lock fresh): untouched
             {**base, "key": "alive", "path": "/api/purchases", "lock_owner": "c",
@@ -106,7 +111,7 @@ async def test_provider_down_backs_off_and_dead_keys_are_repaired(database: Data
     assert len(worked) == 1 and provider.calls == 1  # one run at a time, the others skip
     run = worked[0]
     assert (run["checked"], run["deferred"], run["completed"]) == (1, 1, 0)
-    assert (run["keys_completed"], run["keys_rolled_back"]) == (1, 1)
+    assert (run["keys_completed"], run["keys_rolled_back"]) == (1, 2)
     assert all(r == dict.fromkeys(r, 0) | {"skipped": True} for r in runs if r["skipped"])
 
     async with database.read() as uow:

@@ -31,7 +31,8 @@ async def create_checkout_session(body: CheckoutIn, request: Request, ctx: Ctx,
         request.state.session_id = payload["session_id"]
         return json_response(payload, status)
 
-    return await run_idempotent_phased(request, ctx, user, handler, required=True)
+    return await run_idempotent_phased(request, ctx, user, handler, required=True,
+                                       operation=checkout.CHECKOUT_OPERATION)
 
 
 @router.post("/purchases/{purchase_id}/cancel")

@@ -57,6 +57,7 @@ def upgrade() -> None:
     sa.Column('fingerprint', sa.String(length=64), nullable=False),
     sa.Column('method', sa.String(length=10), nullable=False),
     sa.Column('path', sa.Text(), nullable=False),
+    sa.Column('operation', sa.String(length=30), nullable=True),
     sa.Column('state', sa.String(length=12), nullable=False),
     sa.Column('lock_owner', sa.String(length=40), nullable=True),
     sa.Column('locked_at', sa.DateTime(timezone=True), nullable=True),
