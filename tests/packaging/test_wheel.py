@@ -31,9 +31,18 @@ def _run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
     return done.stdout
 
 
+_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", ".payguard", "__pycache__", "*.egg-info",
+                                     "build", "dist", "artifacts", ".mypy_cache",
+                                     ".ruff_cache", ".pytest_cache", "*.db", "*.db-*")
+
+
 def _clean_checkout(into: Path) -> Path:
     """The repository's tracked files as they are in the working tree (no .venv, no data
-    directories, no build leftovers): what a fresh clone would build from."""
+    directories, no build leftovers): what a fresh clone would build from. Outside a git
+    checkout (an unpacked archive), the tree minus what is never source."""
+    if not (ROOT / ".git").exists():
+        shutil.copytree(ROOT, into, ignore=_NOT_SOURCE)
+        return into
     listed = _run("git", "ls-files", "-z", cwd=ROOT).split("\0")
     for name in filter(None, listed):
         source = ROOT / name
