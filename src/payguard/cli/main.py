@@ -34,7 +34,9 @@ def _private_files() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Worker processes (default 1, chosen from a measurement: "
+                    "bench/README.md).")] = 1,
     demo: Annotated[bool, typer.Option(help="Create demo data and print its tokens.")] = False,
 ) -> None:
     """Run the payment service (migrates the database first)."""
