@@ -126,6 +126,8 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
         return {"received": True, "duplicate": True}
 
     handled = event_type in HANDLED_EVENTS and session_id is not None
+    # Nothing to apply: another type, or a handled type about no checkout session.
+    final = "unknown_session" if event_type in HANDLED_EVENTS else "ignored"
     now = utcnow()
 
     async def record(uow: UnitOfWork) -> bool:
@@ -136,7 +138,7 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
         else:  # nothing to apply: recorded as final right away
             new = await inbox.record_event(
                 uow.conn, provider=PROVIDER, event_id=event_id, type=event_type,
-                object_id=session_id, outcome="ignored", now=now)
+                object_id=session_id, outcome=final, now=now)
         if not new:  # a concurrent delivery of the same event won the insert
             await note_redelivery(uow.conn, provider=PROVIDER, event_id=event_id)
         return new
@@ -145,7 +147,7 @@ async def handle_webhook(ctx: AppContext, payload: bytes,
     if not new:
         ctx.metrics.webhook_event(label, "duplicate")
     elif not handled:
-        ctx.metrics.webhook_event(label, "ignored")
+        ctx.metrics.webhook_event(label, final)
     else:  # counted with its outcome once applied
         ctx.inbox.submit(InboxEvent(PROVIDER, event_id, event_type, session_id,
                                     payload, attempts=0))
