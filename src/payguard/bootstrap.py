@@ -18,12 +18,14 @@ from payguard.api.problems import render_error
 from payguard.config import Settings
 from payguard.holders import Heartbeat
 from payguard.idempotency import IdempotencyGuard
+from payguard.idempotency.responses import json_response
 from payguard.ledger import ensure_platform_accounts
 from payguard.locks import create_lock_service
 from payguard.outbox import OutboxDispatcher
 from payguard.providers import create_provider
 from payguard.service import phonepe_callbacks, users, webhooks
 from payguard.service.auth import Authenticator, TokenCache
+from payguard.service.batch_writer import BatchWriter
 from payguard.service.context import AppContext
 from payguard.service.inbox_applier import InboxApplier
 from payguard.store.engine import create_engine
@@ -34,6 +36,9 @@ from payguard.telemetry import NO_METRICS, MetricsSink
 __all__ = ["app_context", "build_context", "close_context", "open_database"]
 
 log = logging.getLogger("payguard.bootstrap")
+
+#: Connections of the group-commit writer's own pool: it runs one batch at a time.
+WRITER_POOL_SIZE = 1
 
 
 async def open_database(settings: Settings) -> Database:
@@ -54,6 +59,17 @@ async def open_database(settings: Settings) -> Database:
 
     await db.transaction(platform_accounts)
     return db
+
+
+def _connect(settings: Settings, pool_size: int) -> Database:
+    """A ``Database`` on the configured (already migrated) server, with its failover
+    settings."""
+    return Database(
+        create_engine(settings.resolved_database_url, pool_size=pool_size,
+                      connect_timeout=settings.db_connect_timeout,
+                      synchronous_commit=settings.db_synchronous_commit),
+        unavailable_wait=settings.db_unavailable_wait,
+    )
 
 
 async def build_context(settings: Settings, *,
@@ -86,6 +102,12 @@ async def build_context(settings: Settings, *,
         inbox=InboxApplier(db, lease=settings.inbox_lease,
                            concurrency=settings.inbox_concurrency, metrics=metrics),
         heartbeat=heartbeat,
+        # The writer has a pool of its own: queued behind the request path's reads in a
+        # shared pool, every batch would wait for connections while its callers wait for it.
+        writer=BatchWriter(_connect(settings, WRITER_POOL_SIZE), settings,
+                           render_ok=json_response, render_error=render_error,
+                           metrics=metrics, holder_id=heartbeat.id,
+                           holder_lease=settings.holder_lease),
     )
     # Webhook events and callbacks are acknowledged first and applied from the inbox.
     ctx.inbox.register(webhooks.PROVIDER, webhooks.stripe_preparer(ctx))
@@ -94,10 +116,12 @@ async def build_context(settings: Settings, *,
 
 
 async def close_context(ctx: AppContext) -> None:
-    """Retire this holder, close the provider's HTTP client, the lock backend and the
-    database pool."""
+    """Stop the group-commit writer, retire this holder, close the provider's HTTP client,
+    the lock backend and the database pools."""
     try:
         await ctx.inbox.close()  # in-flight applies stay pending; another process takes them
+        await ctx.writer.close()
+        await ctx.writer.db.dispose()
         await ctx.heartbeat.stop()
         for closer in (ctx.provider.close, ctx.locks.close):
             try:

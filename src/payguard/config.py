@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     # checkout locks) is taken over as a dead holder's. It beats four times per lease.
     holder_lease: float = Field(default=4.0, gt=0)
 
+    # Group commit of wallet purchases and adjustments (service.batch_writer): at most
+    # batch_max commands per transaction; batch_queue commands may wait per process before
+    # new ones are answered 503 OVERLOADED; batch_linger_ms waits for more commands after
+    # the first of a batch (0: none; the previous commit's duration already gathers them).
+    batch_max: int = Field(default=256, ge=1, le=4096)
+    batch_queue: int = Field(default=4096, ge=1)
+    batch_linger_ms: float = Field(default=0.0, ge=0, le=1000)
+
     provider: Literal["simulated", "stripe", "phonepe"] = "simulated"
     # Which simulator ``provider=simulated`` runs and talks to.
     simulated_provider: Literal["stripe", "phonepe"] = "stripe"

@@ -18,6 +18,7 @@
     ├── ValidationFailed             422 VALIDATION_ERROR
     ├── LimitReached                 429 LIMIT_REACHED         (retryable later)
     ├── LockTimeout                  503 LOCK_TIMEOUT          (retryable)
+    ├── Overloaded                   503 OVERLOADED            (retryable)
     ├── ProviderUnavailable          503 PROVIDER_UNAVAILABLE  (retryable)
     ├── DatabaseUnavailable          503 DATABASE_UNAVAILABLE  (retryable)
     │   └── CommitOutcomeUnknown     503 COMMIT_OUTCOME_UNKNOWN (retry with the same key)
@@ -45,6 +46,7 @@ __all__ = [
     "LockTimeout",
     "NotFound",
     "OutOfStock",
+    "Overloaded",
     "PayguardError",
     "PaymentInProgress",
     "ProviderUnavailable",
@@ -176,6 +178,13 @@ class LockTimeout(PayguardError):
     """A lock could not be taken within its wait."""
 
     status, code, title = 503, "LOCK_TIMEOUT", "Lock timeout"
+    retry_after = 1
+
+
+class Overloaded(PayguardError):
+    """The process's write queue (the group-commit writer) is full."""
+
+    status, code, title = 503, "OVERLOADED", "Service overloaded"
     retry_after = 1
 
 

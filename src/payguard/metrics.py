@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "MetricsMiddleware"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -108,6 +109,16 @@ class Metrics(MetricsSink):
         self.gateway_queue = Gauge("payguard_provider_queue_depth",
                                    "Provider calls waiting for a slot (gateway queue depth)",
                                    registry=reg, multiprocess_mode="livesum")
+        self.batch_size = Histogram("payguard_batch_size",
+                                    "Commands per group-commit batch (wallet purchases, "
+                                    "adjustments)", buckets=BATCH_BUCKETS, registry=reg)
+        self.batch_queue_depth = Histogram("payguard_batch_queue_depth",
+                                           "Commands waiting when the writer took a batch "
+                                           "(the batch included)", buckets=BATCH_BUCKETS,
+                                           registry=reg)
+        self.batch_commit = Histogram("payguard_batch_commit_seconds",
+                                      "Time from taking a batch to its commit",
+                                      buckets=LATENCY_BUCKETS, registry=reg)
 
     # -- MetricsSink: recorded where it happens --------------------------------------------
 
@@ -153,6 +164,11 @@ class Metrics(MetricsSink):
                 self.reconcile_actions.labels(action).inc(n)
         if result != "skipped":
             self.reconcile_seconds.observe(seconds)
+
+    def batch_committed(self, size: int, queue_depth: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_queue_depth.observe(queue_depth)
+        self.batch_commit.observe(seconds)
 
     # -- the scrape --------------------------------------------------------------------------
 

@@ -52,6 +52,10 @@ class MetricsSink:
     def reconcile_run(self, result: str, counts: Mapping[str, int], seconds: float) -> None:
         """A reconciler run ended: ``ok``, ``error`` or ``skipped``."""
 
+    def batch_committed(self, size: int, queue_depth: int, seconds: float) -> None:
+        """The group-commit writer committed a batch of ``size`` commands, taken when
+        ``queue_depth`` were waiting (the batch included), ``seconds`` after taking it."""
+
 
 #: The shared do-nothing sink.
 NO_METRICS = MetricsSink()

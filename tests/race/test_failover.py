@@ -5,9 +5,10 @@
 2. The same failover driven step by step, with two instances on one database: one with
    ``synchronous_commit=on``, one with ``off`` on purpose. While the standby is cut off,
    the ``off`` instance acknowledges purchases the standby never gets, and the check must
-   catch exactly those; the ``on`` instance's purchases are stuck in COMMIT when the
-   primary dies, are answered 503 ``COMMIT_OUTCOME_UNKNOWN``, and the same keys retried
-   after promotion apply each purchase exactly once. During the outage every answer is a
+   catch exactly those; the ``on`` instance's batch stuck in COMMIT when the primary dies
+   is answered 503 ``COMMIT_OUTCOME_UNKNOWN``, the purchases queued behind it 503
+   ``DATABASE_UNAVAILABLE``, and the same keys retried after promotion apply each purchase
+   exactly once. During the outage every answer is a
    503 with ``Retry-After``, never a 500 and never a hang.
 """
 
@@ -145,42 +146,43 @@ async def _sync_then_async(pair: PgFailoverPair, sync_on: Cluster, sync_off: Clu
                                         key=key, json_body={"product_id": product["id"]},
                                         retry=retry)
 
-        # Synchronous instance: claims commit (and reach the standby), then each
-        # request is held before its effects.
+        # Synchronous instance, group commit: the first purchase's batch claims its key and
+        # is held open (uncommitted) before its effects; the replication is cut meanwhile.
         on_keys = [new_key() for _ in range(3)]
-        on_first = [asyncio.create_task(buy(on, k, n, retry=False))
-                    for n, k in enumerate(on_keys)]
-        await _wait_for("the claims", lambda: _count(
-            pair.primary_port, "SELECT count(*) FROM idempotency_keys "
-            "WHERE state = 'in_progress'", 3))
+        on_first = [asyncio.create_task(buy(on, on_keys[0], 0, retry=False))]
+        held_batch = ("SELECT {} FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                      "AND query LIKE '%idempotency_keys%'")
+        await _wait_for("the first batch to be held open", lambda: _count(
+            pair.primary_port, held_batch.format("count(*)"), 1))
+        held = await _fetchval(pair.primary_port, held_batch.format("pid"))
+        assert isinstance(held, int)
         await pair.stall_replication()
-        # Asynchronous instance: acknowledged at once, never replicated.
+        # Asynchronous instance: acknowledged at once, never replicated. (They finish while
+        # the held batch has not yet touched the shared revenue row.)
         off_replies = [await buy(off, new_key(), 3) for _ in range(4)]
         assert [r.status for r in off_replies] == [201] * 4
-        # A fourth synchronous request now: its claim's own COMMIT waits for the standby.
+        # Three more synchronous purchases queue in that instance's writer behind the held
+        # batch, which applies its purchase and then waits in COMMIT for the standby.
+        on_first += [asyncio.create_task(buy(on, k, n, retry=False))
+                     for n, k in enumerate(on_keys) if n > 0]
         late_key = new_key()
         late = asyncio.create_task(buy(on, late_key, 4, retry=False))
-        # Every purchase credits the one platform revenue row, so one synchronous
-        # purchase waits in COMMIT for the standby (as does the late claim) and the other
-        # two wait for its row.
-        await _wait_for("two commits waiting for the standby, two for a lock", lambda: _all(
-            _count(pair.primary_port, "SELECT count(*) FROM pg_stat_activity "
-                   "WHERE wait_event = 'SyncRep'", 2),
-            _count(pair.primary_port, "SELECT count(*) FROM pg_stat_activity "
-                   "WHERE wait_event_type = 'Lock'", 2),
-        ), within=hold + 30, port=pair.primary_port)
+        # (Its own backend: the holder heartbeat's commits wait for the standby too.)
+        await _wait_for("the held batch's commit waiting for the standby", lambda: _count(
+            pair.primary_port, "SELECT count(*) FROM pg_stat_activity "
+            f"WHERE wait_event = 'SyncRep' AND pid = {held}", 1),
+            within=hold + 30, port=pair.primary_port)
         assert not any(t.done() for t in [*on_first, late])
         await pair.kill_primary()
 
-        # The outage: 503 with Retry-After, never a 500, never a hang. The purchase
-        # whose COMMIT was in flight cannot know its outcome; the two that had not
-        # reached COMMIT know nothing was applied.
+        # The outage: 503 with Retry-After, never a 500, never a hang. The purchase whose
+        # batch's COMMIT was in flight cannot know its outcome; the three queued behind it
+        # never reached the database and know nothing was applied.
         first = await asyncio.wait_for(asyncio.gather(*on_first, late), OUTAGE_LIMIT)
-        assert sorted((r.status, r.code) for r in first) == [
-            (503, "COMMIT_OUTCOME_UNKNOWN"), (503, "COMMIT_OUTCOME_UNKNOWN"),
+        assert [(r.status, r.code) for r in first] == [
+            (503, "COMMIT_OUTCOME_UNKNOWN"), (503, "DATABASE_UNAVAILABLE"),
             (503, "DATABASE_UNAVAILABLE"), (503, "DATABASE_UNAVAILABLE")], \
             [r.raw for r in first]
-        assert first[-1].code == "COMMIT_OUTCOME_UNKNOWN"  # the late claim
         assert all(_is_503(r) for r in first)
         started = time.monotonic()
         during = await on.request("GET", "/api/wallet", token=buyers[0][0].token,

@@ -37,6 +37,7 @@ async def test_build_context_wires_every_part(tmp_path: Path) -> None:
         # Every part reports to the one sink it was built with.
         assert ctx.metrics is sink and ctx.guard.metrics is sink
         assert ctx.locks.metrics is sink and ctx.outbox.metrics is sink
+        assert ctx.writer.metrics is sink and ctx.writer.db is not ctx.db
         assert await ctx.outbox.backlog() == 0
     assert NO_METRICS is not sink
 

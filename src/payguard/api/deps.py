@@ -15,6 +15,7 @@ from payguard.idempotency import Claim, StoredResponse, parse_key
 from payguard.idempotency.responses import json_response
 from payguard.service.context import AppContext
 from payguard.service.principal import Principal
+from payguard.service.wallet_batch import WalletCommand
 from payguard.store.uow import UnitOfWork
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "User",
     "check_amount",
     "json_response",
+    "run_batched",
     "run_idempotent",
     "run_idempotent_phased",
     "secret_response",
@@ -101,6 +103,20 @@ async def run_idempotent(
     outcome = await ctx.guard.execute(
         principal=principal.scope, key=key, method=request.method, path=request.url.path,
         body=await request.body(), effects=effects,
+    )
+    return to_response(outcome.response, replayed=outcome.replayed)
+
+
+async def run_batched(request: Request, ctx: AppContext, principal: Principal,
+                      command: WalletCommand) -> Response:
+    """Hand a wallet command (key required) to the process's group-commit writer and
+    answer with its own committed outcome (``service.batch_writer``)."""
+    key = parse_key(request.headers.getlist("idempotency-key"), required=True)
+    assert key is not None
+    request.state.idempotency_key = key
+    outcome = await ctx.writer.submit(
+        principal=principal.scope, key=key, method=request.method, path=request.url.path,
+        body=await request.body(), command=command,
     )
     return to_response(outcome.response, replayed=outcome.replayed)
 

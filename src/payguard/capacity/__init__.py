@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import utcnow
+from payguard.store.prepared import insert_rows, is_postgresql, pg_fetch, pg_sql
 from payguard.store.schema import PRIMITIVES
 from payguard.store.tables import Tables
 
@@ -28,6 +29,7 @@ __all__ = [
     "keep",
     "release",
     "reserve",
+    "reserve_many",
     "take",
 ]
 
@@ -105,6 +107,57 @@ async def reserve(
         created_at=now, updated_at=now,
     ))
     return True
+
+
+async def reserve_many(
+    conn: AsyncConnection,
+    holds: list[tuple[str, str, int]],
+    *,
+    keep_now: bool = False,
+    now: datetime | None = None,
+    tables: Tables = PRIMITIVES,
+) -> None:
+    """Batch form of ``reserve`` for holds already decided against counters the caller
+    locked (``store.lock_order.lock_capacities``): one conditional increment of each
+    counter by its total and one multi-row insert of the reservations, whatever the number
+    of holds. ``holds`` are ``(key, purchase_id, quantity)``. Raises ``ValueError`` if a
+    counter refused its total (the caller's decision was wrong: roll back)."""
+    if not holds:
+        return
+    capacities, reservations = tables.capacities, tables.reservations
+    totals: dict[str, int] = {}
+    for key, _purchase_id, quantity in holds:
+        totals[key] = totals.get(key, 0) + quantity
+    if is_postgresql(conn):
+        keys = list(totals)
+        updated = [r["key"] for r in await pg_fetch(
+            conn, pg_sql(_PG_TAKE, tables), keys, [totals[k] for k in keys])]
+    else:
+        by_key = case(totals, value=capacities.c.key)
+        updated = list((await conn.execute(
+            update(capacities)
+            .where(capacities.c.key.in_(list(totals)),
+                   capacities.c.taken + by_key <= capacities.c.limit)
+            .values(taken=capacities.c.taken + by_key)
+            .returning(capacities.c.key)
+        )).scalars().all())
+    if len(updated) != len(totals):
+        raise ValueError(f"capacity refused a batch total: {sorted(set(totals) - set(updated))}")
+    now = now or utcnow()
+    await insert_rows(conn, reservations, [
+        {"capacity_key": key, "purchase_id": purchase_id, "quantity": quantity,
+         "state": "kept" if keep_now else "held", "expires_at": None,
+         "created_at": now, "updated_at": now}
+        for key, purchase_id, quantity in holds
+    ])
+
+
+# Each counter's total in one statement with one SQL text (asyncpg prepares it once).
+_PG_TAKE = (
+    'UPDATE {p}capacities AS c SET taken = c.taken + v.n '
+    'FROM unnest($1::VARCHAR(100)[], $2::INTEGER[]) AS v(key, n) '
+    'WHERE c.key = v.key AND c.taken + v.n <= c."limit" RETURNING c.key'
+)
 
 
 async def keep(conn: AsyncConnection, key: str, purchase_id: str,

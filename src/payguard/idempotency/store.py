@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.clock import as_utc
 from payguard.holders import holder_dead
 from payguard.store import dialect
+from payguard.store.prepared import Query, in_list, insert_rows, is_postgresql, pg_fetch, pg_sql
 from payguard.store.reads import HotRead, HotReader
 from payguard.store.schema import PRIMITIVES
 from payguard.store.tables import Tables
@@ -33,14 +35,18 @@ __all__ = [
     "AbandonedKey",
     "Claim",
     "ClaimResult",
+    "KeyRequest",
     "StoredResponse",
     "advance",
     "claim",
+    "claim_many",
     "complete_abandoned",
     "count_recent",
+    "count_recent_many",
     "drop_abandoned",
     "find_abandoned",
     "finish",
+    "finish_many",
     "lookup",
     "new_owner",
     "reap_expired",
@@ -168,7 +174,20 @@ async def claim(
             idempotency_keys.c.principal == principal, idempotency_keys.c.key == key
         )
     )).one()
+    return await _resolve(conn, row, fingerprint=fingerprint, method=method, path=path,
+                          operation=operation, owner=owner, now=now, ttl=ttl,
+                          lock_timeout=lock_timeout, holder_id=holder_id, holder_lease=holder_lease, tables=tables)
 
+
+async def _resolve(conn: AsyncConnection, row: Any, *, fingerprint: str, method: str,
+                   path: str, operation: str | None, owner: str, now: datetime, ttl: float,
+                   lock_timeout: float,
+                   holder_id: str | None, holder_lease: float | None,
+                   tables: Tables) -> ClaimResult:
+    """What an existing key row means for a new request: take it over if expired or
+    abandoned, else a replay, a mismatch or "in progress"."""
+    idempotency_keys = tables.idempotency_keys
+    expires_at = now + timedelta(seconds=ttl)
     if as_utc(row.expires_at) <= now:
         # Past retention: the key is new again. Conditional, so only one racer resets it.
         reset = (await conn.execute(
@@ -239,6 +258,25 @@ async def count_recent(conn: AsyncConnection, principal: str, since: datetime, *
                      idempotency_keys.c.created_at >= since)
               .limit(cap).subquery())
     return int(await conn.scalar(select(func.count()).select_from(recent)) or 0)
+
+
+async def count_recent_many(conn: AsyncConnection, principals: Iterable[str],
+                            since: datetime, *, tables: Tables = PRIMITIVES
+                            ) -> dict[str, int]:
+    """``count_recent`` for several principals in one statement (the group-commit
+    writer's batches); a principal with no recent key is absent."""
+    wanted = sorted(set(principals))
+    if not wanted:
+        return {}
+    rows = await _COUNT_RECENT.fetch(conn, tables, principals=wanted, since=since)
+    return {str(r["principal"]): int(r["n"]) for r in rows}
+
+
+_COUNT_RECENT = Query("count_recent_many", lambda d, t: (
+    select(t.idempotency_keys.c.principal, func.count().label("n"))
+    .where(in_list(d, t.idempotency_keys.c.principal, "principals"),
+           t.idempotency_keys.c.created_at >= bindparam("since"))
+    .group_by(t.idempotency_keys.c.principal)))
 
 
 async def finish(conn: AsyncConnection, claim_: Claim, response: StoredResponse,
@@ -377,3 +415,123 @@ async def reap_expired(conn: AsyncConnection, now: datetime, *, tables: Tables =
         delete(idempotency_keys).where(idempotency_keys.c.expires_at <= now)
     )
     return int(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRequest:
+    """One request's key, for ``claim_many``."""
+
+    principal: str
+    key: str
+    fingerprint: str
+    method: str
+    path: str
+    operation: str | None = None
+
+
+async def claim_many(conn: AsyncConnection, requests: list[KeyRequest], *, now: datetime,
+                     ttl: float, lock_timeout: float, holder_id: str | None = None,
+                     holder_lease: float | None = None, tables: Tables = PRIMITIVES
+                     ) -> list[ClaimResult]:
+    """Batch form of ``claim``, in the caller's (batch) transaction: one multi-row insert
+    of every key and one read of the keys that already existed, whatever their number.
+
+    Keys are inserted in (principal, key) order, the global lock order, so two batches on
+    PostgreSQL wait for each other's keys without a cycle; a key inserted by a batch that
+    has not committed yet makes this one wait, then see it completed (a replay). A key
+    twice in ``requests`` is claimed once; the repeat is "in progress". Existing rows
+    (rare: retries) go through the same rules as ``claim``, one by one.
+    """
+    idempotency_keys = tables.idempotency_keys
+    results: list[ClaimResult | None] = [None] * len(requests)
+    first: dict[tuple[str, str], int] = {}
+    for i, r in enumerate(requests):
+        if (r.principal, r.key) in first:
+            results[i] = ClaimResult("in_progress")
+        else:
+            first[(r.principal, r.key)] = i
+    if not first:
+        return [r or ClaimResult("in_progress") for r in results]
+    owners = {i: secrets.token_hex(16) for i in first.values()}
+    expires_at = now + timedelta(seconds=ttl)
+    ordered = sorted(first.items())
+    values = [
+        {"principal": p, "key": k, "fingerprint": requests[i].fingerprint,
+         "method": requests[i].method, "path": requests[i].path,
+         "operation": requests[i].operation, "state": "in_progress",
+         "lock_owner": owners[i], "locked_at": now, "holder_id": holder_id,
+         "recovery_point": "started",
+         "created_at": now, "updated_at": now, "expires_at": expires_at}
+        for (p, k), i in ordered
+    ]
+    # One multi-row statement (``store.prepared``), whatever the number of keys.
+    inserted = await insert_rows(conn, idempotency_keys, values,
+                                 returning=["id", "principal", "key"],
+                                 conflict="ON CONFLICT (principal, key) DO NOTHING")
+    for new_row in inserted:
+        i = first[(new_row["principal"], new_row["key"])]
+        results[i] = ClaimResult("claimed", Claim(int(new_row["id"]), owners[i], "started",
+                                                  None, False))
+    existing = [pk for pk, i in ordered if results[i] is None]
+    if existing:
+        rows = (await conn.execute(
+            select(idempotency_keys).where(
+                tuple_(idempotency_keys.c.principal, idempotency_keys.c.key).in_(existing))
+        )).all()
+        for row in rows:
+            i = first[(row.principal, row.key)]
+            r = requests[i]
+            results[i] = await _resolve(conn, row, fingerprint=r.fingerprint, method=r.method,
+                                        path=r.path, operation=r.operation, owner=owners[i],
+                                        now=now, ttl=ttl,
+                                        lock_timeout=lock_timeout, holder_id=holder_id,
+                                        holder_lease=holder_lease, tables=tables)
+    # A row deleted between the insert and the read (released by its holder): let the
+    # client retry rather than guess.
+    return [r or ClaimResult("in_progress") for r in results]
+
+
+async def finish_many(conn: AsyncConnection, done: list[tuple[Claim, StoredResponse]],
+                      now: datetime, *, purchase_ids: list[str | None] | None = None,
+                      tables: Tables = PRIMITIVES) -> bool:
+    """Batch form of ``finish``: every response stored with its key in one statement, and
+    the purchase each key made (``purchase_ids``, parallel to ``done``; None: none).
+    False when any claim was lost (the caller rolls back)."""
+    if not done:
+        return True
+    named = purchase_ids or [None] * len(done)
+    idempotency_keys = tables.idempotency_keys
+    if is_postgresql(conn):
+        rows = await pg_fetch(
+            conn, pg_sql(_PG_FINISH, tables), [c.id for c, _r in done], [c.owner for c, _r in done],
+            [r.status for _c, r in done], [r.body for _c, r in done],
+            [json.dumps(r.headers) for _c, r in done], named, now)
+        return len(rows) == len(done)
+    result = await conn.execute(
+        update(idempotency_keys)
+        .where(idempotency_keys.c.id == bindparam("b_id"),
+               idempotency_keys.c.lock_owner == bindparam("b_owner"),
+               idempotency_keys.c.state == "in_progress")
+        .values(state="completed", status_code=bindparam("b_status"),
+                response_body=bindparam("b_body"), response_headers=bindparam("b_headers"),
+                purchase_id=func.coalesce(bindparam("b_purchase"),
+                                          idempotency_keys.c.purchase_id),
+                lock_owner=None, locked_at=None, recovery_point="finished", updated_at=now),
+        [{"b_id": c.id, "b_owner": c.owner, "b_status": r.status, "b_body": r.body,
+          "b_headers": json.dumps(r.headers), "b_purchase": purchase_id}
+         for (c, r), purchase_id in zip(done, named, strict=True)],
+    )
+    return result.rowcount in (-1, len(done))
+
+
+# Every response of a batch stored with its key: one statement, one SQL text.
+_PG_FINISH = (
+    "UPDATE {p}idempotency_keys AS k SET state = 'completed', status_code = v.status, "
+    "response_body = v.body, response_headers = v.headers, "
+    "purchase_id = coalesce(v.purchase_id, k.purchase_id), lock_owner = NULL, "
+    "locked_at = NULL, recovery_point = 'finished', updated_at = $7 "
+    "FROM unnest($1::BIGINT[], $2::VARCHAR(40)[], $3::INTEGER[], $4::BYTEA[], $5::TEXT[], "
+    "$6::VARCHAR(40)[]) AS v(id, owner, status, body, headers, purchase_id) "
+    "WHERE k.id = v.id AND k.lock_owner = v.owner AND k.state = 'in_progress' "
+    "RETURNING k.id"
+)

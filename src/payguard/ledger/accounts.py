@@ -19,6 +19,7 @@ __all__ = [
     "ensure_platform_account",
     "ensure_platform_accounts",
     "ensure_wallet",
+    "ensure_wallets",
     "lock_balance",
     "platform_account_id",
     "wallet_account_id",
@@ -79,6 +80,24 @@ async def ensure_wallet(conn: AsyncConnection, user_id: str, currency: str,
         "currency": currency, "balance": 0, "allow_negative": False,
         "created_at": now or utcnow(),
     }, tables=tables)
+
+
+async def ensure_wallets(conn: AsyncConnection, owners: list[tuple[str, str]],
+                         now: datetime | None = None, *, tables: Tables = PRIMITIVES
+                         ) -> list[str]:
+    """Batch form of ``ensure_wallet`` for ``(user_id, currency)`` pairs: one statement."""
+    if not owners:
+        return []
+    accounts = tables.accounts
+    now = now or utcnow()
+    rows = {wallet_account_id(u, c): {
+        "id": wallet_account_id(u, c), "owner_id": u, "kind": "wallet", "currency": c,
+        "balance": 0, "allow_negative": False, "created_at": now,
+    } for u, c in owners}
+    ordered = [rows[k] for k in sorted(rows)]  # id order: the global lock order
+    await conn.execute(dialect.insert(conn, accounts).on_conflict_do_nothing(
+        index_elements=[accounts.c.id]), ordered)
+    return [wallet_account_id(u, c) for u, c in owners]
 
 
 async def ensure_platform_account(conn: AsyncConnection, kind: str, currency: str,

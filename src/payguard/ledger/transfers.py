@@ -14,6 +14,7 @@ from payguard.ids import new_id
 from payguard.ledger.accounts import ensure_platform_account, ensure_wallet
 from payguard.ledger.errors import CurrencyMismatch
 from payguard.money import ensure_minor_units
+from payguard.store.lock_order import account_order
 from payguard.store.schema import PRIMITIVES
 from payguard.store.tables import Tables
 
@@ -77,9 +78,10 @@ async def _create_if_missing(conn: AsyncConnection, account_id: str, currency: s
 
 
 def lock_order(account_id: str) -> tuple[bool, str]:
-    """Users' accounts before platform accounts, each by id: one global order, so no two
-    transfers deadlock, and the hot platform rows are locked last and held briefly."""
-    return (account_id.startswith("plt_"), account_id)
+    """Users' accounts before platform accounts, each by id: the global order of
+    ``store.lock_order``, so no two transfers deadlock, and the hot platform rows are
+    locked last and held briefly."""
+    return account_order(account_id)
 
 
 async def transfer(

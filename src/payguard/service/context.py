@@ -15,6 +15,7 @@ from payguard.locks import LockService
 from payguard.outbox import OutboxDispatcher
 from payguard.providers import PaymentProvider
 from payguard.service.auth import Authenticator
+from payguard.service.batch_writer import BatchWriter
 from payguard.service.inbox_applier import InboxApplier
 from payguard.store.uow import Database
 from payguard.telemetry import MetricsSink
@@ -35,3 +36,4 @@ class AppContext:
     auth: Authenticator  # bearer token -> Principal (admin in memory, users cached)
     inbox: InboxApplier  # applies acknowledged webhook events (providers register with it)
     heartbeat: Heartbeat  # this process as a holder of claims and locks
+    writer: BatchWriter  # group commit of wallet purchases and adjustments (one per process)

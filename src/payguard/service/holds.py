@@ -19,7 +19,7 @@ from payguard.service.catalog import program_capacity_key, stock_capacity_key
 from payguard.service.purchases import assign_items
 from payguard.store.schema import reservations, stock_items
 
-__all__ = ["keep_holds", "release_holds", "reserve_holds"]
+__all__ = ["hold_keys", "keep_holds", "release_holds", "reserve_holds"]
 
 
 async def reserve_holds(conn: AsyncConnection, *, purchase_id: str, product_id: str | None,
@@ -89,6 +89,11 @@ def _keys(purchase: Any) -> list[tuple[str, int]]:
     if purchase.product_id:
         out.append((stock_capacity_key(purchase.product_id), int(purchase.quantity)))
     return out
+
+
+def hold_keys(purchase: Any) -> list[str]:
+    """The capacity counters a purchase holds units of (for ``lock_shared_rows``)."""
+    return [key for key, _qty in _keys(purchase)]
 
 
 async def release_holds(conn: AsyncConnection, purchase: Any, now: datetime) -> None:

@@ -27,10 +27,11 @@ from payguard.locks.fencing import Fence
 from payguard.outbox import confirmation_email, enqueue
 from payguard.providers import ProviderSession
 from payguard.service.context import AppContext
-from payguard.service.holds import keep_holds, release_holds
+from payguard.service.holds import hold_keys, keep_holds, release_holds
 from payguard.service.numbers import issue_receipt
 from payguard.service.purchases import load_purchase
 from payguard.states import CLOSED, PAID, PurchaseStatus
+from payguard.store.lock_order import lock_shared_rows
 from payguard.store.schema import purchases, users
 from payguard.store.uow import UnitOfWork
 
@@ -118,6 +119,14 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
             ))
         return "mismatch"
     late = row.status in CLOSED
+    amount, currency = int(row.amount), row.currency
+    card = ledger.platform_account_id("card", currency)
+    if row.kind == "topup":
+        target = ledger.wallet_account_id(row.user_id, currency)
+    else:
+        target = ledger.platform_account_id("revenue", currency)
+    # The global lock order (store.lock_order): wallet, seat or stock counter, platform.
+    await lock_shared_rows(conn, account_ids=(card, target), capacity_keys=hold_keys(row))
     try:
         async with conn.begin_nested():
             await keep_holds(conn, row, now)
@@ -132,12 +141,6 @@ async def fulfil_in(uow: UnitOfWork, ctx: AppContext, purchase_id: str,
             ))
         return "refund"
 
-    amount, currency = int(row.amount), row.currency
-    card = ledger.platform_account_id("card", currency)
-    if row.kind == "topup":
-        target = ledger.wallet_account_id(row.user_id, currency)
-    else:
-        target = ledger.platform_account_id("revenue", currency)
     if amount > 0:
         await ledger.transfer(conn, debit=card, credit=target, amount=amount, currency=currency,
                               kind="topup" if row.kind == "topup" else "card_payment",

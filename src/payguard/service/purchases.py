@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from payguard import capacity, ledger
 from payguard.clock import utcnow
 from payguard.config import Settings
-from payguard.errors import NotFound, OutOfStock, ValidationFailed
-from payguard.ids import new_id
-from payguard.service.catalog import stock_capacity_key
-from payguard.service.numbers import next_order_number, record_receipt, take_receipt_number
+from payguard.errors import NotFound, OutOfStock, PayguardError
 from payguard.service.principal import Principal
 from payguard.service.records import PurchaseRecord
 from payguard.service.views import purchase_view, receipt_view
+from payguard.service.wallet_batch import WalletPurchase, apply_wallet_commands
 from payguard.states import PurchaseStatus
-from payguard.store.schema import products, purchases, receipts, stock_items
+from payguard.store.schema import purchases, receipts, stock_items
 
 __all__ = [
     "assign_items",
@@ -63,51 +60,17 @@ async def assign_items(conn: AsyncConnection, product_id: str, purchase_id: str,
 
 async def purchase_with_wallet(conn: AsyncConnection, settings: Settings, user: Principal, *,
                                product_id: str, quantity: int) -> dict[str, Any]:
-    """Debit the wallet, assign items, number the order and the receipt: all or nothing."""
-    assert user.user_id is not None
-    product = (await conn.execute(select(products).where(products.c.id == product_id))).first()
-    if product is None:
-        raise NotFound(f"no product {product_id!r}")
-    amount = int(product.price) * quantity
-    if amount > settings.max_amount:
-        raise ValidationFailed(
-            f"amount {amount} exceeds the maximum of {settings.max_amount}",
-            errors=[{"loc": ["body", "quantity"], "msg": "total above PAYGUARD_MAX_AMOUNT"}],
-        )
-    now = utcnow()
-    purchase_id = new_id("pur")
-    currency = product.currency
-    wallet = ledger.wallet_account_id(user.user_id, currency)
-    revenue = ledger.platform_account_id("revenue", currency)
+    """Debit the wallet, assign items, number the order and the receipt: all or nothing.
 
-    # Lock order, chosen for throughput on PostgreSQL: the product's stock counter and
-    # items (contended only by buyers of this product), then the transfer (the user's
-    # wallet, then the shared revenue row), then the year-wide order and receipt
-    # counters. Every row shared by all purchases is taken as late as possible, because
-    # it stays locked until commit and every other purchase queues on it.
-    if not await capacity.reserve(conn, stock_capacity_key(product_id), purchase_id,
-                                  quantity, keep_now=True, now=now):
-        raise OutOfStock(f"fewer than {quantity} items of {product.sku} left")
-    items = await assign_items(conn, product_id, purchase_id, quantity)
-    if amount > 0:
-        await ledger.transfer(conn, debit=wallet, credit=revenue, amount=amount,
-                              currency=currency, kind="purchase", purchase_id=purchase_id,
-                              reason=f"{quantity} x {product.sku}", now=now)
-    order_number = await next_order_number(conn, settings, now)
-    receipt, seq = await take_receipt_number(conn, settings, now)
-    record = PurchaseRecord(
-        id=purchase_id, user_id=user.user_id, order_number=order_number, kind="product",
-        status=PurchaseStatus.COMPLETED, payment_method="wallet",
-        item_key=f"product:{product_id}", product_id=product_id, quantity=quantity,
-        amount=amount, currency=currency, full_price=amount, receipt_number=receipt,
-        created_at=now, updated_at=now, completed_at=now,
-    )
-    await conn.execute(insert(purchases).values(**_columns(record)))
-    await record_receipt(conn, number=receipt, seq=seq, purchase_id=purchase_id,
-                         amount=amount, currency=currency, now=now)
-    # The response is built from what was written, not read back: fewer statements
-    # while the counters are locked.
-    return purchase_view(record, items)
+    A batch of one through the group-commit code (``service.wallet_batch``), so a lone
+    purchase and a batched one take the same rows in the same order and answer alike.
+    """
+    assert user.user_id is not None
+    (result,) = await apply_wallet_commands(
+        conn, settings, [WalletPurchase(user.user_id, product_id, quantity)], utcnow())
+    if isinstance(result, PayguardError):
+        raise result
+    return result
 
 
 def _columns(record: PurchaseRecord) -> dict[str, Any]:

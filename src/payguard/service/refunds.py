@@ -22,6 +22,7 @@ from payguard.service.context import AppContext
 from payguard.service.lifecycle import send_pending_refund
 from payguard.service.purchases import load_purchase
 from payguard.states import PurchaseStatus
+from payguard.store.lock_order import lock_shared_rows
 from payguard.store.schema import purchases
 
 __all__ = ["book_refund", "refund_card_purchase", "refund_wallet_purchase", "refunds_by_card"]
@@ -60,8 +61,11 @@ async def book_refund(conn: AsyncConnection, purchase_id: str, reason: str) -> A
     source = wallet if row.kind == "topup" else ledger.platform_account_id("revenue", currency)
     target = wallet if row.payment_method == "wallet" else ledger.platform_account_id(
         "card", currency)
+    # The global lock order (store.lock_order): wallet, seat counter, platform accounts.
+    await lock_shared_rows(conn, account_ids=(source, target), capacity_keys=(
+        [program_capacity_key(row.program_id)] if row.program_id else []))
     if row.program_id:
-        # Before the ledger rows: the global lock order (docs/architecture.md).
+        # The seat before the ledger rows, as the lock order above has them.
         await capacity.release(conn, program_capacity_key(row.program_id), row.id, now)
     if amount > 0:
         # A top-up refund takes the money back out of the wallet: refused if it was spent.

@@ -9,9 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard import ledger
 from payguard.clock import isoformat, utcnow
-from payguard.errors import InsufficientBalance, NotFound
+from payguard.errors import PayguardError
+from payguard.service.wallet_batch import WalletAdjustment, apply_wallet_commands
 from payguard.store.reads import HotRead, HotReader
-from payguard.store.schema import accounts, entries, transfers, users
+from payguard.store.schema import accounts, entries, transfers
 
 __all__ = ["adjust", "get_wallet", "list_entries", "read_wallet"]
 
@@ -64,37 +65,12 @@ async def adjust(conn: AsyncConnection, *, user_id: str, currency: str, amount: 
                  set_balance: int | None, reason: str) -> dict[str, Any]:
     """Credit or debit a wallet by ``amount``, or move it to ``set_balance``.
 
-    ``set_balance`` reads the balance with the row locked (PostgreSQL ``FOR UPDATE``;
-    SQLite's write transaction is exclusive), so the recorded difference is exact even
-    while purchases race it.
+    A batch of one through the group-commit code (``service.wallet_batch``): the wallet
+    row is locked before its balance is read, so the difference ``set_balance`` records
+    is exact even while purchases race it.
     """
-    if await conn.scalar(select(users.c.id).where(users.c.id == user_id)) is None:
-        raise NotFound(f"no user {user_id!r}")
-    now = utcnow()
-    wallet = await ledger.ensure_wallet(conn, user_id, currency, now)
-    funding = ledger.platform_account_id("funding", currency)
-    if set_balance is not None:
-        current = await ledger.lock_balance(conn, wallet)
-        delta = set_balance - int(current or 0)
-    else:
-        assert amount is not None
-        delta = amount
-    entry: dict[str, Any] | None = None
-    if delta != 0:
-        debit, credit = (funding, wallet) if delta > 0 else (wallet, funding)
-        try:
-            t = await ledger.transfer(conn, debit=debit, credit=credit, amount=abs(delta),
-                                      currency=currency, kind="adjustment", reason=reason,
-                                      now=now)
-        except InsufficientBalance as exc:
-            raise InsufficientBalance(
-                f"an adjustment of {delta} would take the wallet below zero"
-            ) from exc
-        wallet_after = t.credit_balance_after if delta > 0 else t.debit_balance_after
-        entry = {
-            "id": str(t.credit_entry_id if delta > 0 else t.debit_entry_id), "amount": delta,
-            "balance_after": wallet_after, "kind": "adjustment", "purchase_id": None,
-            "reason": reason, "created_at": isoformat(now),
-        }
-    wallet_now = await get_wallet(conn, user_id, currency)
-    return {"balance": wallet_now["balance"], "currency": currency, "entry": entry}
+    (result,) = await apply_wallet_commands(conn, None, [
+        WalletAdjustment(user_id, currency, amount, set_balance, reason)], utcnow())
+    if isinstance(result, PayguardError):
+        raise result
+    return result

@@ -23,6 +23,9 @@ __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "create_engine", "dialect_name"]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+SQLITE_POOL_SIZE = 8
+
+
 def dialect_name(engine: AsyncEngine) -> str:
     return engine.dialect.name
 
@@ -32,7 +35,7 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False,
                   synchronous_commit: str = "on") -> AsyncEngine:
     """An engine for ``url`` (already in async-driver form, see ``config.to_async_url``)."""
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, echo=echo)
+        return _sqlite_engine(url, echo=echo, pool_size=min(pool_size, SQLITE_POOL_SIZE))
     return create_async_engine(
         url,
         echo=echo,
@@ -45,12 +48,12 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False,
     )
 
 
-def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
+def _sqlite_engine(url: str, *, echo: bool, pool_size: int) -> AsyncEngine:
     kwargs: dict[str, Any] = {"echo": echo}
     if ":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:"):
         raise ValueError("payguard needs a file-backed SQLite database (WAL, many connections)")
     # A modest pool: SQLite has one writer at a time; more connections only add contention.
-    kwargs.update(pool_size=8, max_overflow=8, pool_timeout=120)
+    kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=120)
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
                                  **kwargs)
 

@@ -57,7 +57,9 @@ READ_ONLY_VIOLATION = "25006"
 def is_retryable(exc: BaseException) -> bool:
     """True for errors that a fresh attempt of the same transaction may not hit again."""
     if not isinstance(exc, DBAPIError):
-        return False
+        # Statements run on the driver (``store.prepared``) raise asyncpg's own errors.
+        return (type(exc).__module__.startswith("asyncpg")
+                and getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES)
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate in RETRYABLE_SQLSTATES:
@@ -147,7 +149,7 @@ class Database:
                 await asyncio.sleep(min(0.25, 0.02 * 2 ** min(attempt, 8))
                                     * random.uniform(0.5, 1.5))
                 attempt -= 1  # waiting for a server is not a conflict attempt
-            except DBAPIError as exc:
+            except Exception as exc:
                 if attempt >= self.max_attempts or not is_retryable(exc):
                     raise
                 delay = min(0.5, 0.005 * 2**attempt) * random.uniform(0.5, 1.5)

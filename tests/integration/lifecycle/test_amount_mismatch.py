@@ -16,6 +16,7 @@ from payguard.clock import utcnow
 from payguard.config import Settings
 from payguard.holders import Heartbeat
 from payguard.idempotency import IdempotencyGuard
+from payguard.idempotency.responses import json_response
 from payguard.locks import LockService
 from payguard.locks.local import LocalBackend
 from payguard.outbox import OutboxDispatcher
@@ -23,6 +24,7 @@ from payguard.providers import ProviderSession
 from payguard.service import users, wallets
 from payguard.service.audit import run_audit
 from payguard.service.auth import Authenticator, TokenCache
+from payguard.service.batch_writer import BatchWriter
 from payguard.service.context import AppContext
 from payguard.service.inbox_applier import InboxApplier
 from payguard.service.lifecycle import AMOUNT_MISMATCH, fulfil
@@ -84,7 +86,9 @@ async def test_mismatched_payment_is_refunded_not_fulfilled(
         auth=Authenticator(lambda digest: users.find_by_token_digest(database, digest), "t",
                            TokenCache(ttl=0, max_entries=0)),
         inbox=InboxApplier(database),
-        heartbeat=Heartbeat(database, lease=settings.holder_lease))
+        heartbeat=Heartbeat(database, lease=settings.holder_lease),
+        writer=BatchWriter(database, settings, render_ok=json_response,
+                           render_error=render_error))
 
     assert await fulfil(ctx, pid, _session(pid, paid, currency)) == "mismatch"
     # Repeats (webhook redeliveries, the reconciler) change nothing more.

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from payguard.api.deps import json_response
 from payguard.api.problems import render_error
 from payguard.clock import utcnow
 from payguard.config import Settings
@@ -21,6 +22,7 @@ from payguard.locks.local import LocalBackend
 from payguard.outbox import OutboxDispatcher
 from payguard.service import users
 from payguard.service.auth import Authenticator, TokenCache
+from payguard.service.batch_writer import BatchWriter
 from payguard.service.context import AppContext
 from payguard.service.inbox_applier import InboxApplier
 from payguard.service.reconcile import backoff_seconds, reconcile
@@ -57,7 +59,9 @@ def _ctx(database: Database, provider: DownProvider) -> AppContext:
         auth=Authenticator(lambda digest: users.find_by_token_digest(database, digest), "t",
                            TokenCache(ttl=0, max_entries=0)),
         inbox=InboxApplier(database),
-        heartbeat=Heartbeat(database, lease=settings.holder_lease))
+        heartbeat=Heartbeat(database, lease=settings.holder_lease),
+        writer=BatchWriter(database, settings, render_ok=json_response,
+                           render_error=render_error))
 
 
 async def _seed(database: Database) -> dict[str, str]:

@@ -12,6 +12,7 @@ from payguard.api.deps import (
     Ctx,
     check_amount,
     json_response,
+    run_batched,
     run_idempotent,
     run_idempotent_phased,
     secret_response,
@@ -19,9 +20,10 @@ from payguard.api.deps import (
 from payguard.api.schemas import AdjustmentIn, ItemsIn, ProductIn, ProgramIn, RefundIn, UserIn
 from payguard.idempotency import Claim, StoredResponse
 from payguard.sequences import list_sequences
-from payguard.service import catalog, refunds, users, wallets
+from payguard.service import catalog, refunds, users
 from payguard.service.audit import run_audit
 from payguard.service.numbers import format_next
+from payguard.service.wallet_batch import WalletAdjustment
 from payguard.store.uow import UnitOfWork
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -97,14 +99,10 @@ async def adjust_wallet(user_id: str, body: AdjustmentIn, request: Request, ctx:
     check_amount(ctx, body.amount, "amount")
     check_amount(ctx, body.set_balance, "set_balance")
 
-    async def effects(uow: UnitOfWork, _claim: Claim | None) -> StoredResponse:
-        result = await wallets.adjust(
-            uow.conn, user_id=user_id, currency=(body.currency or ctx.settings.currency).upper(),
-            amount=body.amount, set_balance=body.set_balance, reason=body.reason,
-        )
-        return json_response(result, 201)
-
-    return await run_idempotent(request, ctx, admin, effects, required=True)
+    return await run_batched(request, ctx, admin, WalletAdjustment(
+        user_id=user_id, currency=(body.currency or ctx.settings.currency).upper(),
+        amount=body.amount, set_balance=body.set_balance, reason=body.reason,
+    ))
 
 
 @router.post("/purchases/{purchase_id}/refund")

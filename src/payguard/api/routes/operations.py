@@ -51,6 +51,8 @@ async def work_in_flight(ctx: Ctx, _admin: Admin) -> dict[str, Any]:
 @router.get("/api/admin/locks")
 async def locks(ctx: Ctx, _admin: Admin) -> dict[str, Any]:
     stats: dict[str, Any] = await ctx.locks.stats()
+    # The group-commit writer of the process that answered (each process has its own).
+    stats["batches"] = ctx.writer.stats.as_dict()
     return stats
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from payguard.api.deps import Ctx, User, json_response, run_idempotent
+from payguard.api.deps import Ctx, User, run_batched
 from payguard.api.schemas import PurchaseIn, PurchaseStatusField
-from payguard.clock import utcnow
-from payguard.idempotency import Claim, StoredResponse
-from payguard.idempotency import store as idempotency_store
 from payguard.service import catalog, purchases, wallets
-from payguard.store.uow import UnitOfWork
+from payguard.service.wallet_batch import WalletPurchase
 
 router = APIRouter(prefix="/api", tags=["user"])
 
@@ -67,19 +65,13 @@ async def program(program_id: str, ctx: Ctx, _user: User) -> dict[str, Any]:
 
 @router.post("/purchases", status_code=201)
 async def create_purchase(body: PurchaseIn, request: Request, ctx: Ctx, user: User) -> Response:
+    assert user.user_id is not None
     request.state.product_id = body.product_id
-
-    async def effects(uow: UnitOfWork, claim: Claim | None) -> StoredResponse:
-        purchase = await purchases.purchase_with_wallet(
-            uow.conn, ctx.settings, user, product_id=body.product_id, quantity=body.quantity
-        )
-        request.state.purchase_id = purchase["id"]
-        if claim is not None:  # the key names its purchase (the admin purchase detail)
-            await idempotency_store.advance(uow.conn, claim, "purchased", utcnow(),
-                                            purchase_id=purchase["id"])
-        return json_response(purchase, 201)
-
-    return await run_idempotent(request, ctx, user, effects, required=True)
+    response = await run_batched(request, ctx, user, WalletPurchase(
+        user_id=user.user_id, product_id=body.product_id, quantity=body.quantity))
+    if response.status_code == 201:
+        request.state.purchase_id = json.loads(bytes(response.body))["id"]
+    return response
 
 
 @router.get("/purchases")
