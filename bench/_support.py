@@ -49,6 +49,7 @@ class Run:
     count: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    cpu: float = 0.0  # CPU seconds the server under test spent (see ``server_cpu``)
 
     @property
     def rate(self) -> float:
@@ -62,9 +63,15 @@ class Run:
         rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered)) - 1))
         return ordered[rank] * 1000
 
+    @property
+    def cpu_ms(self) -> float:
+        """Server CPU milliseconds per call: unlike the rate, barely moved by what else
+        runs on the machine, so it is the figure to compare on a shared box."""
+        return 1000 * self.cpu / self.count if self.count else float("nan")
+
     def merge(self, other: Run) -> Run:
         return Run(self.count + other.count, self.seconds + other.seconds,
-                   self.latencies + other.latencies)
+                   self.latencies + other.latencies, self.cpu + other.cpu)
 
 
 async def drive(op: Op, requests: int, concurrency: int, *, offset: int = 0) -> Run:
@@ -104,13 +111,16 @@ class Pair:
 
 
 async def interleave(subject: Op, baseline: Op, *, requests: int, concurrency: int,
-                     rounds: int, warmup: int = 0, offset: int = 0) -> Pair:
+                     rounds: int, warmup: int = 0, offset: int = 0,
+                     cpu: tuple[Callable[[], float], Callable[[], float]] | None = None
+                     ) -> Pair:
     """Measure ``subject`` and ``baseline`` in alternating rounds of ``requests/rounds``.
 
     Other engineers' tests share these 2 cores, so load drifts during a run; alternating
     (and swapping who goes first each round) spreads that drift over both sides of the
     ratio instead of charging it to whichever ran second. Indices handed to the ops never
-    repeat, so ops can derive unique keys and ids from them.
+    repeat, so ops can derive unique keys and ids from them. ``cpu``: (subject's, baseline's)
+    CPU-seconds readers (``server_cpu``), read around each measured round.
     """
     per = max(1, requests // rounds)
     if warmup:  # open pools and connections, fill caches: not part of the measurement
@@ -121,8 +131,12 @@ async def interleave(subject: Op, baseline: Op, *, requests: int, concurrency: i
     for r in range(rounds):
         first_subject = r % 2 == 1
         for is_subject in ((True, False) if first_subject else (False, True)):
+            read_cpu = cpu[0 if is_subject else 1] if cpu else None
+            cpu_before = read_cpu() if read_cpu else 0.0
             run = await drive(subject if is_subject else baseline, per, concurrency,
                               offset=offset)
+            if read_cpu:
+                run.cpu = read_cpu() - cpu_before
             offset += per
             if is_subject:
                 sub = sub.merge(run)
@@ -238,17 +252,43 @@ def _spawn(args: Sequence[str], env: Mapping[str, str], log_path: Path) -> subpr
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
+SPAWNED: dict[str, Spawned] = {}  # by base URL, for ``server_cpu``
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group ``pgid`` (a
+    spawned server and its worker processes), from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited while we looked
+        fields = text[text.rfind(")") + 2:].split()
+        if int(fields[2]) == pgid:  # pgrp; utime and stime are fields 14 and 15 of stat
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(base_url: str) -> Callable[[], float]:
+    """A reader of the CPU seconds used so far by the server spawned at ``base_url``."""
+    pgid = SPAWNED[base_url].proc.pid
+    return lambda: group_cpu_seconds(pgid)
+
+
 class Spawned:
-    """A ``python -m payguard ...`` child on a known port, with its log in the data dir."""
+    """A ``python -m payguard ...`` (or another module) child on a known port, with its log
+    in the data dir."""
 
     def __init__(self, name: str, args: Sequence[str], env: Mapping[str, str], port: int,
-                 health_path: str, log_dir: Path) -> None:
+                 health_path: str, log_dir: Path, *, module: str = "payguard") -> None:
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.health_path = health_path
         self.log_path = log_dir / f"{name}-{port}.log"
-        self.proc = _spawn([sys.executable, "-m", "payguard", *args], env, self.log_path)
+        self.proc = _spawn([sys.executable, "-m", module, *args], env, self.log_path)
+        SPAWNED[self.url] = self
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
@@ -309,7 +349,8 @@ async def payguard_server(db: BenchDb, *, workers: int = 1,
                                 "--workers", str(workers)], full_env, port, "/healthz",
                      db.data_dir)
     try:
-        await server.wait_ready()
+        # Generous: --workers N each migrate and connect at start, slow on a loaded box.
+        await server.wait_ready(limit=120.0)
         yield server.url, admin_token
     finally:
         server.stop()

@@ -1,49 +1,57 @@
-"""Wallet purchases per second (issue 2): one hot wallet and spread over many wallets, on
-SQLite and PostgreSQL, each next to a bare baseline measured in the same run on the same
-database, in interleaved rounds.
+"""Wallet purchases per second (issues 2 and 10): one hot wallet and spread over many
+wallets, on SQLite and PostgreSQL, each next to a baseline measured in the same run on the
+same database, in interleaved rounds.
 
-    .venv/bin/python bench/wallet.py [--backend sqlite|postgresql|both] [--requests 128]
+    .venv/bin/python bench/wallet.py [--backend sqlite|postgresql|both] [--requests 256]
                                      [--concurrency 64] [--rounds 2] [--workers 1]
+                                     [--repeat 1] [--service]
 
 Subjects (every purchase: 1 item of a 1-cent product, status 201/completed):
-  service   Database.transaction + purchase_with_wallet, in this process: wallet debit,
-            revenue credit, two ledger entries, stock counter and item, order number,
-            purchase row, receipt number
   http      POST /api/purchases with a fresh Idempotency-Key against a spawned
-            `payguard serve` (auth, idempotency claim + stored response, JSON)
+            `payguard serve --workers N` (auth, key claim and stored response, wallet
+            debit, revenue credit, two ledger entries, stock counter and item, order
+            number, purchase row, receipt number), group-committed by the batch writer
+  service   (--service) Database.transaction(purchase_with_wallet) in this process, one
+            purchase per transaction (no batching), next to the bare conditional debit
 Shapes:
   hot       every client buys from the same wallet
   spread    client i buys from wallet i (one wallet per concurrent client)
-Baseline (same shape, same concurrency, same database):
-  the bare conditional debit `UPDATE accounts SET balance = balance - :a WHERE id = :id
-  AND balance >= :a RETURNING balance`, one statement per transaction, through asyncpg
-  (20 pooled connections, payguard's pool_size) or aiosqlite (8 connections with payguard's
-  PRAGMAs: WAL, synchronous=FULL, busy timeout).
-ratio = payguard purchases/s / baseline debits/s (1.0 would mean a purchase costs no more
-than its bare balance update).
+Baseline for http: the hand-written app of bench/baseline_app.py (minimal FastAPI +
+  asyncpg / aiosqlite, one conditional debit and one journal insert per request
+  transaction) on the same uvicorn with the same number of workers, same shape, same
+  concurrency, same database.
+Baseline for service: the bare conditional debit `UPDATE accounts SET balance = balance -
+  :a WHERE id = :id AND balance >= :a RETURNING balance`, one statement per transaction.
+ratio = payguard purchases/s / baseline purchases/s. "batch" is the mean number of
+  commands per group-commit batch during the measurement (payguard_batch_size).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import asyncpg
+import baseline_app
 from _support import (
     BenchDb,
     Buyer,
     Op,
-    Pair,
+    Spawned,
     backends,
+    base_env,
     bench_database,
     console,
     expect,
+    free_port,
     http_client,
     interleave,
     items_needed,
@@ -51,6 +59,7 @@ from _support import (
     payguard_server,
     seed_buyers,
     seed_product,
+    server_cpu,
     table,
     warn_if_starved,
 )
@@ -162,16 +171,75 @@ def http_purchase(client: Any, buyers: list[Buyer], product_id: str) -> Op:
     return op
 
 
+# --------------------------------------------------------------------------- baseline app
+
+@asynccontextmanager
+async def baseline_server(db: BenchDb, wallets: list[str], *, workers: int
+                          ) -> AsyncIterator[str]:
+    """bench/baseline_app.py under uvicorn on ``db``, its wallets seeded; yields its URL."""
+    if db.backend == "postgresql":
+        conn = await asyncpg.connect(db.url.replace("postgresql://", "postgres://", 1))
+        try:
+            for stmt in baseline_app.schema(db.backend):
+                await conn.execute(stmt)
+            await conn.executemany("INSERT INTO bench_wallets (id, balance) VALUES ($1, $2)",
+                                   [(w, FUNDS) for w in wallets])
+        finally:
+            await conn.close()
+    else:
+        async with aiosqlite.connect(db.url.removeprefix("sqlite:///")) as conn:
+            for stmt in baseline_app.schema(db.backend):
+                await conn.execute(stmt)
+            await conn.executemany("INSERT INTO bench_wallets (id, balance) VALUES (?, ?)",
+                                   [(w, FUNDS) for w in wallets])
+            await conn.commit()
+    port = free_port()
+    server = Spawned(
+        "baseline", ["baseline_app:create_app", "--factory", "--app-dir",
+                     str(Path(__file__).parent), "--host", "127.0.0.1", "--port", str(port),
+                     "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+                     "--no-access-log", "--log-level", "warning",
+                     "--timeout-keep-alive", "30"],  # as `payguard serve`
+        base_env(db, {"BASELINE_DATABASE_URL": db.url}), port, "/healthz", db.data_dir,
+        module="uvicorn")
+    try:
+        await server.wait_ready(limit=120.0)
+        yield server.url
+    finally:
+        server.stop()
+
+
+def baseline_purchase(client: Any, wallets: list[str]) -> Op:
+    async def op(i: int) -> None:
+        expect(await client.post("/purchase", json={"wallet": wallets[i % len(wallets)]}),
+               201)
+
+    return op
+
+
+async def batch_totals(client: Any) -> tuple[float, float]:
+    """(commands, batches) so far, from payguard's payguard_batch_size histogram."""
+    text = (await client.get("/metrics")).text
+    total = re.search(r"^payguard_batch_size_sum (\S+)$", text, re.M)
+    count = re.search(r"^payguard_batch_size_count (\S+)$", text, re.M)
+    if not (total and count):
+        return (0.0, 0.0)
+    return float(total.group(1)), float(count.group(1))
+
+
 # --------------------------------------------------------------------------- main
 
-async def bench_backend(backend: str, args: argparse.Namespace) -> list[list[object]]:
-    rows: list[list[object]] = []
-    n, c, rounds, warmup = args.requests, args.concurrency, args.rounds, args.warmup
+HTTP_COLUMNS = ["backend", "workers", "shape", "run", "purchases/s", "baseline/s", "ratio",
+                "p50 ms", "p99 ms", "base p50", "base p99", "batch", "cpu ms", "base cpu ms"]
+SERVICE_COLUMNS = ["backend", "shape", "purchases/s", "bare debits/s", "ratio", "p50 ms",
+                   "p99 ms", "bare p50 ms"]
 
-    def row(level: str, shape: str, pair: Pair) -> None:
-        rows.append([backend, level, shape, pair.subject.rate, pair.baseline.rate, pair.ratio,
-                     pair.subject.percentile(50), pair.subject.percentile(99),
-                     pair.baseline.percentile(50)])
+
+async def bench_backend(backend: str, args: argparse.Namespace
+                        ) -> tuple[list[list[object]], list[list[object]]]:
+    http_rows: list[list[object]] = []
+    service_rows: list[list[object]] = []
+    n, c, rounds, warmup = args.requests, args.concurrency, args.rounds, args.warmup
 
     async with bench_database(backend) as db:
         settings = db.settings()
@@ -179,61 +247,99 @@ async def bench_backend(backend: str, args: argparse.Namespace) -> list[list[obj
         console.print(f"[dim]{backend}: seeding {c + 1} buyers and a product[/dim]")
         hot = await seed_buyers(database, settings, 1, balance=FUNDS)
         spread = await seed_buyers(database, settings, c, balance=FUNDS)
-        # 4 measurements (2 levels x 2 shapes) draw from one product's stock: a shared
-        # product is what real traffic looks like, and it keeps seeding short.
+        # Every measurement draws from one product's stock: a shared product is what real
+        # traffic looks like, and it keeps seeding short.
         product = await seed_product(database, settings, price=1,
-                                     items=4 * items_needed(n, rounds, warmup))
-        bare_hot = ["bench_bare_hot"]
-        bare_spread = [f"bench_bare_{i}" for i in range(c)]
-        await seed_bare_accounts(database, bare_hot + bare_spread)
+                                     items=(2 * args.repeat + 2)
+                                     * items_needed(n, rounds, warmup))
+        if args.service:
+            bare_hot = ["bench_bare_hot"]
+            bare_spread = [f"bench_bare_{i}" for i in range(c)]
+            await seed_bare_accounts(database, bare_hot + bare_spread)
+            async with bare_debit(db) as debit:
+                def bare(ids: list[str]) -> Op:
+                    async def op(i: int) -> None:
+                        await debit(ids[i % len(ids)])
+                    return op
 
-        async with bare_debit(db) as debit:
-            def bare(ids: list[str]) -> Op:
-                async def op(i: int) -> None:
-                    await debit(ids[i % len(ids)])
-                return op
-
-            for shape, buyers, ids in (("hot", hot, bare_hot), ("spread", spread, bare_spread)):
-                console.print(f"[dim]{backend}: service {shape}[/dim]")
-                row("service", shape, await interleave(
-                    service_purchase(database, db, buyers, product), bare(ids),
-                    requests=n, concurrency=c, rounds=rounds, warmup=warmup))
-            # Free payguard's in-process pool before the server opens its own (PostgreSQL
-            # max_connections is shared with everyone's tests).
-            await database.dispose()
-
-            console.print(f"[dim]{backend}: starting payguard serve[/dim]")
-            async with payguard_server(db, workers=args.workers) as (url, _admin), \
-                    http_client(url, c) as client:
                 for shape, buyers, ids in (("hot", hot, bare_hot),
                                            ("spread", spread, bare_spread)):
-                    console.print(f"[dim]{backend}: http {shape}[/dim]")
-                    row("http", shape, await interleave(
-                        http_purchase(client, buyers, product), bare(ids),
-                        requests=n, concurrency=c, rounds=rounds, warmup=warmup))
-    return rows
+                    console.print(f"[dim]{backend}: service {shape}[/dim]")
+                    pair = await interleave(
+                        service_purchase(database, db, buyers, product), bare(ids),
+                        requests=n, concurrency=c, rounds=rounds, warmup=warmup)
+                    service_rows.append([backend, shape, pair.subject.rate,
+                                         pair.baseline.rate, pair.ratio,
+                                         pair.subject.percentile(50),
+                                         pair.subject.percentile(99),
+                                         pair.baseline.percentile(50)])
+        # Free payguard's in-process pool before the servers open their own (PostgreSQL
+        # max_connections is shared with everyone's tests).
+        await database.dispose()
+
+        base_hot = ["base_hot"]
+        base_spread = [f"base_{i}" for i in range(c)]
+        console.print(f"[dim]{backend}: starting payguard serve and the baseline app "
+                      f"(--workers {args.workers} each)[/dim]")
+        async with payguard_server(db, workers=args.workers) as (url, _admin), \
+                baseline_server(db, base_hot + base_spread, workers=args.workers) as base_url, \
+                http_client(url, c) as client, http_client(base_url, c) as base_client:
+            for run in range(1, args.repeat + 1):
+                for shape, buyers, wallets in (("hot", hot, base_hot),
+                                               ("spread", spread, base_spread)):
+                    console.print(f"[dim]{backend}: http {shape} run {run}[/dim]")
+                    before = await batch_totals(client)
+                    pair = await interleave(
+                        http_purchase(client, buyers, product),
+                        baseline_purchase(base_client, wallets),
+                        requests=n, concurrency=c, rounds=rounds, warmup=warmup,
+                        cpu=(server_cpu(url), server_cpu(base_url)))
+                    after = await batch_totals(client)
+                    batches = after[1] - before[1]
+                    mean_batch = (after[0] - before[0]) / batches if batches else float("nan")
+                    http_rows.append([
+                        backend, args.workers, shape, run, pair.subject.rate,
+                        pair.baseline.rate, pair.ratio, pair.subject.percentile(50),
+                        pair.subject.percentile(99), pair.baseline.percentile(50),
+                        pair.baseline.percentile(99), mean_batch, pair.subject.cpu_ms,
+                        pair.baseline.cpu_ms])
+                    # Printed as it comes too: a long run that fails later keeps its rows.
+                    console.print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v)
+                                             for v in http_rows[-1]))
+    return http_rows, service_rows
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite",
                         help="sqlite (default: needs no service), postgresql, or both")
-    parser.add_argument("--requests", type=int, default=128,
+    parser.add_argument("--requests", type=int, default=256,
                         help="purchases per measurement (split over the rounds)")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternating subject/baseline rounds")
-    parser.add_argument("--warmup", type=int, default=16, help="unmeasured calls per side")
-    parser.add_argument("--workers", type=int, default=1, help="payguard serve --workers")
+    parser.add_argument("--warmup", type=int, default=64, help="unmeasured calls per side")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes of payguard serve and of the baseline app")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each shape this many times (the machine is shared)")
+    parser.add_argument("--service", action="store_true",
+                        help="also measure the in-process, unbatched service level")
     args = parser.parse_args()
     warn_if_starved(args)
-    rows: list[list[object]] = []
+    http_rows: list[list[object]] = []
+    service_rows: list[list[object]] = []
     for backend in backends(args.backend):
-        rows += await bench_backend(backend, args)
-    table(f"wallet purchases, {args.concurrency} concurrent clients, {args.requests} per "
-          f"measurement, {args.rounds} interleaved rounds, serve --workers {args.workers}",
-          ["backend", "level", "shape", "purchases/s", "bare debits/s", "ratio",
-           "p50 ms", "p99 ms", "bare p50 ms"], rows)
+        h, srv = await bench_backend(backend, args)
+        http_rows += h
+        service_rows += srv
+    table(f"wallet purchases through HTTP, {args.concurrency} concurrent clients, "
+          f"{args.requests} per measurement, {args.rounds} interleaved rounds, "
+          f"--workers {args.workers} each side; baseline: bench/baseline_app.py",
+          HTTP_COLUMNS, http_rows)
+    if service_rows:
+        table(f"service level (unbatched, in-process), {args.concurrency} concurrent callers",
+              SERVICE_COLUMNS, service_rows)
     return 0
 
 
