@@ -67,7 +67,16 @@ async def driver(conn: AsyncConnection) -> Any:
     if adapted._transaction is None:
         async with adapted._execute_mutex:
             if adapted._transaction is None:
-                await adapted._start_transaction()
+                try:
+                    await adapted._start_transaction()
+                except Exception as exc:
+                    # The adapter wraps asyncpg's error in a class of its own; hand on
+                    # asyncpg's, which is_unavailable and is_retryable recognise (a dead
+                    # connection found here is a 503 that Database.transaction replays).
+                    cause = exc.__cause__
+                    if isinstance(cause, Exception):
+                        raise cause from None
+                    raise
     return adapted._connection
 
 

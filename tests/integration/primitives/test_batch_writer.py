@@ -11,17 +11,19 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 from payguard.api.deps import json_response
 from payguard.api.problems import render_error
-from payguard.config import Settings
+from payguard.config import Settings, to_async_url
 from payguard.errors import Overloaded, RequestInProgress
 from payguard.idempotency import Outcome
 from payguard.service import batch_writer as writer_module
 from payguard.service.batch_writer import BatchWriter
 from payguard.service.wallet_batch import WalletAdjustment, WalletCommand, WalletPurchase
+from payguard.store.engine import create_engine
+from payguard.store.migrate import migrate
 from payguard.store.schema import idempotency_keys, purchases
 from payguard.store.uow import Database
 from tests.integration.primitives.test_batch import PRICE, _audit, _product, _user
@@ -141,3 +143,34 @@ async def test_full_queue_overloaded_disconnect_and_same_key_in_flight(
     async with database.read() as uow:
         assert await uow.conn.scalar(select(func.count()).select_from(purchases)) == 3
     await _audit(database)
+
+
+async def test_a_dead_connection_without_pre_ping_is_replayed_not_failed(pg_url: str) -> None:
+    """The writer's pool skips the pre-ping (bootstrap): a batch that meets a connection
+    the server has dropped must be replayed on a fresh one, never answered 500.
+    (PostgreSQL only: SQLite has no server to drop a connection.)"""
+    url = to_async_url(pg_url)
+    await migrate(url)
+    database = Database(create_engine(url))
+    db = Database(create_engine(url, pre_ping=False))
+    writer = _writer(db)
+    try:
+        user = await _user(database, 10 * PRICE)
+        product = await _product(database, 10)
+        first = await _submit(writer, WalletPurchase(user, product, 1), principal=user)
+        assert first.response.status == 201
+        # Drop every other connection to this database: the writer's pooled one too.
+        async with database.read() as uow:
+            killed = (await uow.conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"))).scalar()
+        assert killed and killed >= 1
+        again = await asyncio.gather(*(
+            _submit(writer, WalletPurchase(user, product, 1), principal=user)
+            for _ in range(3)))
+        assert [o.response.status for o in again] == [201] * 3
+        await _audit(database)
+    finally:
+        await writer.close()
+        await db.dispose()
+        await database.dispose()
