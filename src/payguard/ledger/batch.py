@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import case, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,7 +30,7 @@ from payguard.ledger.accounts import ensure_platform_account
 from payguard.ledger.transfers import Transfer
 from payguard.money import ensure_minor_units
 from payguard.store.lock_order import is_platform_account, lock_accounts
-from payguard.store.prepared import insert_rows, is_postgresql, pg_fetch, pg_sql
+from payguard.store.prepared import insert_rows_then, is_postgresql, pg_fetch, pg_sql
 from payguard.store.schema import PRIMITIVES
 from payguard.store.tables import Tables
 
@@ -116,17 +117,24 @@ class TransferBatch:
             currency[t.debit] = currency[t.credit] = t.currency
         users = {a: d for a, d in net.items() if not is_platform_account(a)}
         platform = {a: d for a, d in net.items() if is_platform_account(a)}
-        await self._apply_users(conn, users, currency)
-        platform_final = await self._apply_platform(conn, platform, currency)
+        if is_postgresql(conn) and len(platform) <= 1:
+            # One statement for both: the users' rows are already locked, so the revenue
+            # row is still the last one this batch locks (store.lock_order).
+            platform_final = await self._apply_platform(conn, platform, currency,
+                                                        users={a: d for a, d in users.items()
+                                                               if d})
+        else:
+            await self._apply_users(conn, users, currency)
+            platform_final = await self._apply_platform(conn, platform, currency)
         # Platform balances before the batch, then each entry's balance_after in order.
         running = {a: platform_final[a] - d for a, d in platform.items()}
-        await insert_rows(conn, self.tables.transfers, [
+        transfer_rows: list[dict[str, Any]] = [
             {"id": t.id, "kind": t.kind, "amount": t.amount, "currency": t.currency,
              "debit_account_id": t.debit, "credit_account_id": t.credit,
              "purchase_id": t.purchase_id, "reason": t.reason, "created_at": self.now}
             for t in self._planned
-        ])
-        rows: list[dict[str, object]] = []
+        ]
+        rows: list[dict[str, Any]] = []
         afters: list[tuple[int, int]] = []
         for t in self._planned:
             pair: list[int] = []
@@ -141,8 +149,9 @@ class TransferBatch:
             afters.append((pair[0], pair[1]))
         # Matched back by (transfer, account), unique per entry: asking for RETURNING in
         # parameter order would make SQLite insert row by row.
-        ids = {(r["transfer_id"], r["account_id"]): int(r["id"]) for r in await insert_rows(
-            conn, self.tables.entries, rows, returning=["id", "transfer_id", "account_id"])}
+        ids = {(r["transfer_id"], r["account_id"]): int(r["id"]) for r in await insert_rows_then(
+            conn, self.tables.transfers, transfer_rows, self.tables.entries, rows,
+            returning=["id", "transfer_id", "account_id"])}
         return [
             Transfer(id=t.id, amount=t.amount, debit_account_id=t.debit,
                      credit_account_id=t.credit, debit_balance_after=after[0],
@@ -174,14 +183,18 @@ class TransferBatch:
             raise ValueError("a user's account changed, vanished or is in another currency")
 
     async def _apply_platform(self, conn: AsyncConnection, net: dict[str, int],
-                              currency: dict[str, str]) -> dict[str, int]:
-        """One statement for the platform accounts' net changes; their final balances."""
-        if not net:
+                              currency: dict[str, str], *, users: dict[str, int] | None = None
+                              ) -> dict[str, int]:
+        """One statement for the platform accounts' net changes (and ``users``' changes,
+        already locked, when given); the platform accounts' final balances."""
+        if not net and not users:
             return {}
         if len(net) > 1 and conn.dialect.name == "postgresql":
             # Several hot rows: take them in id order.
             await lock_accounts(conn, net, tables=self.tables)
-        final = await self._add(conn, net, currency)
+        final = await self._add(conn, {**(users or {}), **net}, currency)
+        if users and any(a not in final for a in users):
+            raise ValueError("a user's account changed, vanished or is in another currency")
         missing = [a for a in net if a not in final]
         if missing:  # a currency seen for the first time: rare, so not set-based
             for account in missing:
@@ -189,7 +202,7 @@ class TransferBatch:
                 await ensure_platform_account(conn, kind, currency[account], self.now,
                                               tables=self.tables)
             final.update(await self._add(conn, {a: net[a] for a in missing}, currency))
-        return final
+        return {a: final[a] for a in net}
 
     async def _add(self, conn: AsyncConnection, net: dict[str, int], currency: dict[str, str]
                    ) -> dict[str, int]:

@@ -18,11 +18,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payguard.store import dialect
-from payguard.store.prepared import Query
+from payguard.store.prepared import Query, is_postgresql, pg_fetch, pg_sql
 from payguard.store.schema import PRIMITIVES
 from payguard.store.tables import Tables
 
-__all__ = ["format_number", "list_sequences", "next_block", "next_value", "peek"]
+__all__ = ["format_number", "list_sequences", "next_block", "next_blocks", "next_value", "peek"]
 
 
 async def next_value(conn: AsyncConnection, series: str, period: str, *,
@@ -83,6 +83,31 @@ async def next_block(conn: AsyncConnection, series: str, period: str, count: int
         raise ValueError("a block holds at least one number")
     rows = await _NEXT_BLOCK.fetch(conn, tables, series=series, period=period, count=count)
     return int(rows[0]["last_value"]) - count + 1
+
+
+async def next_blocks(conn: AsyncConnection, period: str, blocks: list[tuple[str, int]], *,
+                      tables: Tables = PRIMITIVES) -> dict[str, int]:
+    """``next_block`` for several series of one period, taken in the order given (the
+    callers' lock order); ``{series: first number}``. One statement on PostgreSQL."""
+    if any(count < 1 for _series, count in blocks):
+        raise ValueError("a block holds at least one number")
+    if not is_postgresql(conn):
+        return {series: await next_block(conn, series, period, count, tables=tables)
+                for series, count in blocks}
+    rows = await pg_fetch(conn, pg_sql(_PG_NEXT_BLOCKS, tables),
+                          [series for series, _c in blocks], [period] * len(blocks),
+                          [count for _s, count in blocks])
+    counts = dict(blocks)
+    return {r["series"]: int(r["last_value"]) - counts[r["series"]] + 1 for r in rows}
+
+
+_PG_NEXT_BLOCKS = (
+    "INSERT INTO {p}sequences (series, period, last_value) "
+    "SELECT * FROM unnest($1::VARCHAR(40)[], $2::VARCHAR(20)[], $3::BIGINT[]) "
+    "ON CONFLICT (series, period) DO UPDATE "
+    "SET last_value = {p}sequences.last_value + excluded.last_value "
+    "RETURNING series, last_value"
+)
 
 
 def _next_block(d: Dialect, t: Tables) -> Any:

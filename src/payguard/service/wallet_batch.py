@@ -53,7 +53,7 @@ from payguard.service.records import PurchaseRecord
 from payguard.service.views import purchase_view
 from payguard.states import PurchaseStatus
 from payguard.store.lock_order import lock_accounts, lock_capacities
-from payguard.store.prepared import Query, in_list, insert_rows, is_postgresql, pg_fetch
+from payguard.store.prepared import Query, in_list, insert_rows_then, is_postgresql, pg_fetch
 from payguard.store.schema import PRIMITIVES, products, purchases, receipts, stock_items, users
 
 __all__ = [
@@ -112,6 +112,23 @@ class _Row:
 # (The service's own table: the tables argument, for the primitives' prefix, is unused.)
 _PRODUCTS = Query("batch_products", lambda d, _t: select(products).where(
     in_list(d, products.c.id, "ids")))
+
+
+# A product never changes once created (no endpoint updates or deletes one: sku, price and
+# currency are fixed), so each process keeps the rows it has read, bounded: one statement
+# fewer in most batches. A product not found is not remembered (it may be created later).
+_KNOWN_PRODUCTS: dict[str, _Row] = {}
+_KNOWN_PRODUCTS_MAX = 10_000
+
+
+async def _products(conn: AsyncConnection, ids: set[str]) -> dict[str, _Row]:
+    missing = sorted(i for i in ids if i not in _KNOWN_PRODUCTS)
+    if missing:
+        if len(_KNOWN_PRODUCTS) + len(missing) > _KNOWN_PRODUCTS_MAX:
+            _KNOWN_PRODUCTS.clear()
+        for r in await _PRODUCTS.fetch(conn, PRIMITIVES, ids=missing):
+            _KNOWN_PRODUCTS[r["id"]] = _Row(dict(r))
+    return {i: _KNOWN_PRODUCTS[i] for i in ids if i in _KNOWN_PRODUCTS}
 
 
 async def pick_items(conn: AsyncConnection, needs: dict[str, int]) -> dict[str, list[Any]]:
@@ -209,8 +226,7 @@ async def apply_wallet_commands(conn: AsyncConnection, settings: Settings | None
 
     catalog: dict[str, Any] = {}
     if buys:
-        rows = await _PRODUCTS.fetch(conn, PRIMITIVES, ids=sorted({c.product_id for _i, c in buys}))
-        catalog = {r["id"]: _Row(dict(r)) for r in rows}
+        catalog = await _products(conn, {c.product_id for _i, c in buys})
     known_users: set[str] = set()
     if adjusts:
         known_users = set((await conn.execute(
@@ -249,8 +265,9 @@ async def apply_wallet_commands(conn: AsyncConnection, settings: Settings | None
     if accepted:
         assert settings is not None
         period = str(now.year)
-        first_order = await sequences.next_block(conn, ORDER_SERIES, period, len(accepted))
-        first_receipt = await sequences.next_block(conn, RECEIPT_SERIES, period, len(accepted))
+        firsts = await sequences.next_blocks(
+            conn, period, [(ORDER_SERIES, len(accepted)), (RECEIPT_SERIES, len(accepted))])
+        first_order, first_receipt = firsts[ORDER_SERIES], firsts[RECEIPT_SERIES]
         rows_out: list[dict[str, Any]] = []
         for n, a in enumerate(accepted):
             receipt_seq = first_receipt + n
@@ -269,8 +286,7 @@ async def apply_wallet_commands(conn: AsyncConnection, settings: Settings | None
             )
             rows_out.append(values)
             results[a.index] = purchase_view(PurchaseRecord(**values), items[a.purchase_id])
-        await insert_rows(conn, purchases, rows_out)
-        await insert_rows(conn, receipts, [
+        await insert_rows_then(conn, purchases, rows_out, receipts, [
             {"number": v["receipt_number"], "series": RECEIPT_SERIES, "period": period,
              "seq": first_receipt + n, "purchase_id": v["id"], "amount": v["amount"],
              "currency": v["currency"], "issued_at": now}

@@ -38,8 +38,8 @@ from sqlalchemy.sql import Executable
 
 from payguard.store.tables import Tables
 
-__all__ = ["Query", "driver", "in_list", "insert_rows", "is_postgresql", "pg_array_type",
-           "pg_fetch", "pg_sql"]
+__all__ = ["Query", "driver", "in_list", "insert_rows", "insert_rows_then", "is_postgresql",
+           "pg_array_type", "pg_fetch", "pg_sql"]
 
 Row = Mapping[str, Any]
 
@@ -172,18 +172,56 @@ async def insert_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, 
     key = (table.name, columns, tuple(returning), conflict)
     sql = _INSERT_SQL.get(key)
     if sql is None:
-        dialect = conn.dialect
-        params = ", ".join(f"${i + 1}::{pg_array_type(dialect, table.c[c])}"
-                           for i, c in enumerate(columns))
-        quoted = ", ".join(dialect.identifier_preparer.quote(c) for c in columns)
-        sql = (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({quoted}) "
-               f"SELECT * FROM unnest({params}) {conflict}")
-        if returning:
-            sql += " RETURNING " + ", ".join(dialect.identifier_preparer.quote(c)
-                                            for c in returning)
-        _INSERT_SQL[key] = sql
+        sql = _INSERT_SQL[key] = _pg_insert(conn.dialect, table, columns, 0, conflict,
+                                            returning)
     pg = await driver(conn)
-    args = [[row[c] for row in rows] for c in columns]
+    args = _columns_of(rows, columns)
+    if returning:
+        found: Sequence[Row] = await pg.fetch(sql, *args)
+        return found
+    await pg.execute(sql, *args)
+    return []
+
+
+def _columns_of(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[list[Any]]:
+    return [[row[c] for row in rows] for c in columns]
+
+
+def _pg_insert(dialect: Dialect, table: Table, columns: Sequence[str], offset: int,
+               conflict: str, returning: Sequence[str]) -> str:
+    """``INSERT INTO t (cols) SELECT * FROM unnest($offset+1, ...)``: one array per column."""
+    quote = dialect.identifier_preparer.quote
+    params = ", ".join(f"${offset + i + 1}::{pg_array_type(dialect, table.c[c])}"
+                       for i, c in enumerate(columns))
+    sql = (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
+           f"({', '.join(quote(c) for c in columns)}) SELECT * FROM unnest({params}) {conflict}")
+    if returning:
+        sql += " RETURNING " + ", ".join(quote(c) for c in returning)
+    return sql
+
+
+_PAIR_SQL: dict[tuple[str, tuple[str, ...], str, tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+async def insert_rows_then(conn: AsyncConnection, first: Table, first_rows: list[dict[str, Any]],
+                           then: Table, then_rows: list[dict[str, Any]], *,
+                           returning: Sequence[str] = ()) -> Sequence[Row]:
+    """``insert_rows(first)`` then ``insert_rows(then)``; on PostgreSQL ONE statement
+    (``WITH f AS (INSERT ...) INSERT ...``: a row of ``then`` may reference one of
+    ``first``, the foreign key is checked at the end of the statement). Returns the
+    ``returning`` columns of ``then``'s rows."""
+    if not is_postgresql(conn) or not first_rows or not then_rows:
+        await insert_rows(conn, first, first_rows)
+        return await insert_rows(conn, then, then_rows, returning=returning)
+    a, b = tuple(first_rows[0]), tuple(then_rows[0])
+    key = (first.name, a, then.name, b, tuple(returning))
+    sql = _PAIR_SQL.get(key)
+    if sql is None:
+        sql = _PAIR_SQL[key] = (
+            f"WITH first_rows AS ({_pg_insert(conn.dialect, first, a, 0, '', ())}) "
+            + _pg_insert(conn.dialect, then, b, len(a), "", returning))
+    pg = await driver(conn)
+    args = _columns_of(first_rows, a) + _columns_of(then_rows, b)
     if returning:
         found: Sequence[Row] = await pg.fetch(sql, *args)
         return found
