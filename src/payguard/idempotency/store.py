@@ -176,7 +176,8 @@ async def claim(
     )).one()
     return await _resolve(conn, row, fingerprint=fingerprint, method=method, path=path,
                           operation=operation, owner=owner, now=now, ttl=ttl,
-                          lock_timeout=lock_timeout, holder_id=holder_id, holder_lease=holder_lease, tables=tables)
+                          lock_timeout=lock_timeout, holder_id=holder_id,
+                          holder_lease=holder_lease, tables=tables)
 
 
 async def _resolve(conn: AsyncConnection, row: Any, *, fingerprint: str, method: str,

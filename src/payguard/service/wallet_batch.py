@@ -94,19 +94,19 @@ WalletResult = dict[str, Any] | PayguardError
 class _Accepted:
     index: int
     command: WalletPurchase
-    product: Any
+    product: _Product
     purchase_id: str
     amount: int
 
 
-class _Row:
-    """Attribute access over a dict of purchase values, with the unset columns as None."""
+@dataclass(frozen=True, slots=True)
+class _Product:
+    """What a purchase needs of a product (its row never changes once created)."""
 
-    def __init__(self, values: dict[str, Any]) -> None:
-        self._values = values
-
-    def __getattr__(self, name: str) -> Any:
-        return self._values.get(name)
+    id: str
+    sku: str
+    price: int
+    currency: str
 
 
 # (The service's own table: the tables argument, for the primitives' prefix, is unused.)
@@ -117,17 +117,18 @@ _PRODUCTS = Query("batch_products", lambda d, _t: select(products).where(
 # A product never changes once created (no endpoint updates or deletes one: sku, price and
 # currency are fixed), so each process keeps the rows it has read, bounded: one statement
 # fewer in most batches. A product not found is not remembered (it may be created later).
-_KNOWN_PRODUCTS: dict[str, _Row] = {}
+_KNOWN_PRODUCTS: dict[str, _Product] = {}
 _KNOWN_PRODUCTS_MAX = 10_000
 
 
-async def _products(conn: AsyncConnection, ids: set[str]) -> dict[str, _Row]:
+async def _products(conn: AsyncConnection, ids: set[str]) -> dict[str, _Product]:
     missing = sorted(i for i in ids if i not in _KNOWN_PRODUCTS)
     if missing:
         if len(_KNOWN_PRODUCTS) + len(missing) > _KNOWN_PRODUCTS_MAX:
             _KNOWN_PRODUCTS.clear()
         for r in await _PRODUCTS.fetch(conn, PRIMITIVES, ids=missing):
-            _KNOWN_PRODUCTS[r["id"]] = _Row(dict(r))
+            _KNOWN_PRODUCTS[r["id"]] = _Product(r["id"], r["sku"], int(r["price"]),
+                                                r["currency"])
     return {i: _KNOWN_PRODUCTS[i] for i in ids if i in _KNOWN_PRODUCTS}
 
 
@@ -224,7 +225,7 @@ async def apply_wallet_commands(conn: AsyncConnection, settings: Settings | None
         raise ValueError("purchases need the settings")
     adjusts = [(i, c) for i, c in enumerate(commands) if isinstance(c, WalletAdjustment)]
 
-    catalog: dict[str, Any] = {}
+    catalog: dict[str, _Product] = {}
     if buys:
         catalog = await _products(conn, {c.product_id for _i, c in buys})
     known_users: set[str] = set()
@@ -271,7 +272,7 @@ async def apply_wallet_commands(conn: AsyncConnection, settings: Settings | None
         rows_out: list[dict[str, Any]] = []
         for n, a in enumerate(accepted):
             receipt_seq = first_receipt + n
-            values = dict(
+            values: dict[str, Any] = dict(
                 id=a.purchase_id, user_id=a.command.user_id,
                 order_number=sequences.format_number(settings.order_format, at=now,
                                                      seq=first_order + n),
@@ -310,7 +311,7 @@ async def apply_wallet_commands(conn: AsyncConnection, settings: Settings | None
     return [r for r in results if r is not None]
 
 
-def _decide_purchase(i: int, command: WalletPurchase, catalog: dict[str, Any],
+def _decide_purchase(i: int, command: WalletPurchase, catalog: dict[str, _Product],
                      stock: dict[str, int], book: ledger.TransferBatch,
                      settings: Settings) -> _Accepted:
     """Check one purchase against the batch's running state; raise what it would alone."""
