@@ -4,7 +4,7 @@ same database, in interleaved rounds.
 
     .venv/bin/python bench/wallet.py [--backend sqlite|postgresql|both] [--requests 256]
                                      [--concurrency 64] [--rounds 2] [--workers 1]
-                                     [--repeat 1] [--service]
+                                     [--repeat 1] [--service] [--instances 3]
 
 Subjects (every purchase: 1 item of a 1-cent product, status 201/completed):
   http      POST /api/purchases with a fresh Idempotency-Key against a spawned
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import sys
 import uuid
@@ -231,14 +232,17 @@ async def batch_totals(client: Any) -> tuple[float, float]:
 
 HTTP_COLUMNS = ["backend", "workers", "shape", "run", "purchases/s", "baseline/s", "ratio",
                 "p50 ms", "p99 ms", "base p50", "base p99", "batch", "cpu ms", "base cpu ms"]
+INSTANCE_COLUMNS = ["backend", "shape", "instances", "purchases/s", "one instance/s", "ratio",
+                    "p50 ms", "p99 ms", "one p50", "cpu ms", "one cpu ms"]
 SERVICE_COLUMNS = ["backend", "shape", "purchases/s", "bare debits/s", "ratio", "p50 ms",
                    "p99 ms", "bare p50 ms"]
 
 
 async def bench_backend(backend: str, args: argparse.Namespace
-                        ) -> tuple[list[list[object]], list[list[object]]]:
+                        ) -> tuple[list[list[object]], list[list[object]], list[list[object]]]:
     http_rows: list[list[object]] = []
     service_rows: list[list[object]] = []
+    instance_rows: list[list[object]] = []
     n, c, rounds, warmup = args.requests, args.concurrency, args.rounds, args.warmup
 
     async with bench_database(backend) as db:
@@ -250,7 +254,7 @@ async def bench_backend(backend: str, args: argparse.Namespace
         # Every measurement draws from one product's stock: a shared product is what real
         # traffic looks like, and it keeps seeding short.
         product = await seed_product(database, settings, price=1,
-                                     items=(2 * args.repeat + 2)
+                                     items=(2 * args.repeat + 4)
                                      * items_needed(n, rounds, warmup))
         if args.service:
             bare_hot = ["bench_bare_hot"]
@@ -306,7 +310,50 @@ async def bench_backend(backend: str, args: argparse.Namespace
                     # Printed as it comes too: a long run that fails later keeps its rows.
                     console.print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v)
                                              for v in http_rows[-1]))
-    return http_rows, service_rows
+            if args.instances > 1 and backend == "postgresql":
+                instance_rows.extend(await compare_instances(
+                    db, args, url, client, hot, spread, product))
+    return http_rows, service_rows, instance_rows
+
+
+async def compare_instances(db: BenchDb, args: argparse.Namespace, url: str, client: Any,
+                            hot: list[Buyer], spread: list[Buyer], product: str
+                            ) -> list[list[object]]:
+    """The same purchases spread round-robin over ``--instances`` servers on the one
+    database, against the first server alone, interleaved: several instances must not
+    be slower than one (issue 10: >= 0.8)."""
+    n, c = args.requests, args.concurrency
+    rows: list[list[object]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [url]
+        clients = [client]
+        for _ in range(args.instances - 1):
+            more, _admin = await stack.enter_async_context(payguard_server(db,
+                                                                           workers=args.workers))
+            urls.append(more)
+            clients.append(await stack.enter_async_context(http_client(more, c)))
+
+        def cpu_of_all() -> float:
+            return sum(server_cpu(u)() for u in urls)
+
+        for shape, buyers in (("hot", hot), ("spread", spread)):
+            console.print(f"[dim]{db.backend}: {args.instances} instances vs 1, {shape}[/dim]")
+            ops = [http_purchase(cl, buyers, product) for cl in clients]
+
+            async def many(i: int, ops: list[Op] = ops) -> None:
+                await ops[i % len(ops)](i)
+
+            pair = await interleave(many, ops[0], requests=n, concurrency=c,
+                                    rounds=args.rounds, warmup=args.warmup,
+                                    cpu=(cpu_of_all, server_cpu(url)))
+            rows.append([db.backend, shape, args.instances, pair.subject.rate,
+                         pair.baseline.rate, pair.ratio, pair.subject.percentile(50),
+                         pair.subject.percentile(99), pair.baseline.percentile(50),
+                         pair.subject.cpu_ms, pair.baseline.cpu_ms])
+            console.print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v)
+                                     for v in rows[-1]))
+    return rows
+
 
 
 async def main() -> int:
@@ -323,20 +370,28 @@ async def main() -> int:
                         help="worker processes of payguard serve and of the baseline app")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure each shape this many times (the machine is shared)")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="also compare N payguard servers on one PostgreSQL with one")
     parser.add_argument("--service", action="store_true",
                         help="also measure the in-process, unbatched service level")
     args = parser.parse_args()
     warn_if_starved(args)
     http_rows: list[list[object]] = []
     service_rows: list[list[object]] = []
+    instance_rows: list[list[object]] = []
     for backend in backends(args.backend):
-        h, srv = await bench_backend(backend, args)
+        h, srv, inst = await bench_backend(backend, args)
         http_rows += h
         service_rows += srv
+        instance_rows += inst
     table(f"wallet purchases through HTTP, {args.concurrency} concurrent clients, "
           f"{args.requests} per measurement, {args.rounds} interleaved rounds, "
           f"--workers {args.workers} each side; baseline: bench/baseline_app.py",
           HTTP_COLUMNS, http_rows)
+    if instance_rows:
+        table(f"{args.instances} payguard instances on one PostgreSQL (round-robin) vs one, "
+              f"{args.concurrency} clients, --workers {args.workers} each",
+              INSTANCE_COLUMNS, instance_rows)
     if service_rows:
         table(f"service level (unbatched, in-process), {args.concurrency} concurrent callers",
               SERVICE_COLUMNS, service_rows)
