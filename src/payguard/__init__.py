@@ -46,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "json_response": "payguard.idempotency.responses",
     "problem": "payguard.problems",
     "problem_details": "payguard.problems",
+    "http_status": "payguard.problems",
+    "STATUS_BY_CODE": "payguard.problems",
     "Heartbeat": "payguard.holders.heartbeat",
     # locks and fencing
     "LockService": "payguard.locks.service",
@@ -88,6 +90,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "STATUS_BY_CODE",
     "Capacity",
     "Claim",
     "CommitOutcomeUnknown",
@@ -136,6 +139,7 @@ __all__ = [
     "entries_sum_to_zero_ddl",
     "epoch_source",
     "fingerprint",
+    "http_status",
     "json_response",
     "lock_service",
     "parse_key",
@@ -194,7 +198,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from payguard.locks.sql import SqlBackend
     from payguard.outbox.dispatcher import OutboxDispatcher
     from payguard.outbox.transport import MailboxTransport, SmtpTransport, Transport
-    from payguard.problems import problem, problem_details
+    from payguard.problems import STATUS_BY_CODE, http_status, problem, problem_details
     from payguard.store.tables import (
         Tables,
         create_tables,

@@ -1,4 +1,7 @@
-"""The payguard exception tree. Only ``payguard.api`` maps these to HTTP.
+"""The payguard exception tree. Each error carries a machine-readable ``code`` and a
+``title``, never an HTTP status: ``payguard.problems.STATUS_BY_CODE``, at the HTTP edge,
+maps codes to statuses (shown below for the reader) for the service's ``payguard.api`` and
+for applications.
 
     PayguardError
     ├── IdempotencyKeyMissing        400 IDEMPOTENCY_KEY_MISSING
@@ -59,7 +62,6 @@ __all__ = [
 class PayguardError(Exception):
     """Base of every error payguard raises on purpose."""
 
-    status: ClassVar[int] = 500
     code: ClassVar[str] = "INTERNAL_ERROR"
     title: ClassVar[str] = "Internal error"
     #: Seconds after which a retry may succeed; sent as ``Retry-After`` when set.
@@ -77,44 +79,44 @@ class PayguardError(Exception):
 class IdempotencyKeyMissing(PayguardError):
     """A POST that requires ``Idempotency-Key`` came without one."""
 
-    status, code, title = 400, "IDEMPOTENCY_KEY_MISSING", "Idempotency-Key header required"
+    code, title = "IDEMPOTENCY_KEY_MISSING", "Idempotency-Key header required"
 
 
 class IdempotencyKeyInvalid(PayguardError):
     """The key is empty, longer than 255 characters, or not printable ASCII."""
 
-    status, code, title = 400, "IDEMPOTENCY_KEY_INVALID", "Idempotency-Key is invalid"
+    code, title = "IDEMPOTENCY_KEY_INVALID", "Idempotency-Key is invalid"
 
 
 class InsufficientBalance(PayguardError):
     """A debit would take a wallet below zero."""
 
-    status, code, title = 400, "INSUFFICIENT_BALANCE", "Insufficient balance"
+    code, title = "INSUFFICIENT_BALANCE", "Insufficient balance"
 
 
 class Unauthenticated(PayguardError):
     """No token, or a token nobody holds."""
 
-    status, code, title = 401, "UNAUTHENTICATED", "Authentication required"
+    code, title = "UNAUTHENTICATED", "Authentication required"
 
 
 class Forbidden(PayguardError):
     """A token on an endpoint it may not use (a user token on an admin endpoint, the admin
     token on a user endpoint); the detail says which."""
 
-    status, code, title = 403, "FORBIDDEN", "Forbidden"
+    code, title = "FORBIDDEN", "Forbidden"
 
 
 class NotFound(PayguardError):
     """Unknown id, or a resource that belongs to another user."""
 
-    status, code, title = 404, "NOT_FOUND", "Not found"
+    code, title = "NOT_FOUND", "Not found"
 
 
 class Conflict(PayguardError):
     """A unique value (email, sku) is already taken."""
 
-    status, code, title = 409, "CONFLICT", "Conflict"
+    code, title = "CONFLICT", "Conflict"
 
 
 class RequestInProgress(Conflict):
@@ -158,40 +160,40 @@ class InvalidState(Conflict):
 class IdempotencyKeyReused(PayguardError):
     """The key was used before with a different method, path or body."""
 
-    status, code, title = 422, "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key reused"
+    code, title = "IDEMPOTENCY_KEY_REUSED", "Idempotency-Key reused"
 
 
 class ValidationFailed(PayguardError):
     """Malformed body or query; ``errors`` lists ``{loc, msg}``."""
 
-    status, code, title = 422, "VALIDATION_ERROR", "Validation error"
+    code, title = "VALIDATION_ERROR", "Validation error"
 
 
 class LimitReached(PayguardError):
     """A per-user limit (pending checkouts, held stock, pending top-ups, idempotency keys
     per hour) is reached; ``Retry-After`` says when waiting helps."""
 
-    status, code, title = 429, "LIMIT_REACHED", "Limit reached"
+    code, title = "LIMIT_REACHED", "Limit reached"
 
 
 class LockTimeout(PayguardError):
     """A lock could not be taken within its wait."""
 
-    status, code, title = 503, "LOCK_TIMEOUT", "Lock timeout"
+    code, title = "LOCK_TIMEOUT", "Lock timeout"
     retry_after = 1
 
 
 class Overloaded(PayguardError):
     """The process's write queue (the group-commit writer) is full."""
 
-    status, code, title = 503, "OVERLOADED", "Service overloaded"
+    code, title = "OVERLOADED", "Service overloaded"
     retry_after = 1
 
 
 class ProviderUnavailable(PayguardError):
     """The payment provider failed, timed out, or its concurrency queue is full."""
 
-    status, code, title = 503, "PROVIDER_UNAVAILABLE", "Payment provider unavailable"
+    code, title = "PROVIDER_UNAVAILABLE", "Payment provider unavailable"
     retry_after = 2
 
 
@@ -202,7 +204,7 @@ class DatabaseUnavailable(PayguardError):
     is safe and runs it from the start.
     """
 
-    status, code, title = 503, "DATABASE_UNAVAILABLE", "Database unavailable"
+    code, title = "DATABASE_UNAVAILABLE", "Database unavailable"
     retry_after = 1
     #: False when COMMIT may have been sent (see ``CommitOutcomeUnknown``) or had applied:
     #: then the transaction must not be replayed by the server itself.
@@ -223,4 +225,4 @@ class CommitOutcomeUnknown(DatabaseUnavailable):
 class LockNotOwned(PayguardError):
     """Release or extend of a lease by someone who does not hold it."""
 
-    status, code, title = 500, "LOCK_NOT_OWNED", "Lock not owned"
+    code, title = "LOCK_NOT_OWNED", "Lock not owned"

@@ -152,7 +152,8 @@ async def test_bad_keys_and_business_errors_change_nothing(pg: Payguard) -> None
 
 async def test_the_error_hook_renders_the_apps_own_format(db_url: str) -> None:
     def render(exc: payguard.PayguardError) -> payguard.StoredResponse:
-        return payguard.json_response({"error": {"kind": exc.code.lower()}}, exc.status)
+        return payguard.json_response({"error": {"kind": exc.code.lower()}},
+                                      payguard.http_status(exc))
 
     pg = Payguard(db_url, prefix=PREFIX, create_tables=True, render_error=render)
     async with pg.lifespan(), client(build_app(pg)) as http:

@@ -18,10 +18,13 @@ from starlette.routing import Match
 from payguard.errors import PayguardError, ValidationFailed
 from payguard.idempotency import StoredResponse
 from payguard.idempotency.responses import dumps
+from payguard.problems import STATUS_BY_CODE, http_status
 
 __all__ = [
     "PROBLEM_JSON",
+    "STATUS_BY_CODE",
     "dumps",
+    "http_status",
     "problem_response",
     "render_error",
     "render_problem",
@@ -55,7 +58,7 @@ def render_problem(status: int, code: str, title: str, detail: str, *,
 
 
 def render_error(exc: PayguardError) -> StoredResponse:
-    return render_problem(exc.status, exc.code, exc.title, exc.detail,
+    return render_problem(http_status(exc), exc.code, exc.title, exc.detail,
                           retry_after=exc.retry_after, extra=exc.extra)
 
 

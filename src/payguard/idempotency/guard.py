@@ -183,14 +183,18 @@ class IdempotencyGuard:
         So do the transient 409s (``REQUEST_IN_PROGRESS``, ``PAYMENT_IN_PROGRESS``): they
         say "retry shortly" (with ``Retry-After``), which only works if the retry with the
         same key runs the request again instead of replaying the 409.
+
+        Whether an error is a 4xx is the renderer's answer (the API's mapping), never the
+        error's own: domain errors know no HTTP.
         """
         try:
             response = await run()
         except PayguardError as exc:
-            if exc.status >= 500 or isinstance(exc, (RequestInProgress, PaymentInProgress)):
+            rendered = self.render_error(exc)
+            if rendered.status >= 500 or isinstance(exc, (RequestInProgress, PaymentInProgress)):
                 await self._release(claim_)
                 raise
-            return Outcome(await self._store(claim_, self.render_error(exc)), replayed=False)
+            return Outcome(await self._store(claim_, rendered), replayed=False)
         except BaseException:
             await self._release(claim_)
             raise

@@ -17,7 +17,7 @@ __all__ = ["LockBackendConfigError", "LockBackendUnavailable", "StaleFencingToke
 class StaleFencingToken(PayguardError):
     """A write under a lock carried a fencing token older than one the resource has seen."""
 
-    status, code, title = 409, "STALE_FENCING_TOKEN", "Stale fencing token"
+    code, title = "STALE_FENCING_TOKEN", "Stale fencing token"
     retry_after = 1
 
 
@@ -30,7 +30,7 @@ class LockBackendUnavailable(PayguardError):
     say what really happened.
     """
 
-    status, code, title = 503, "LOCK_TIMEOUT", "Lock backend unavailable"
+    code, title = "LOCK_TIMEOUT", "Lock backend unavailable"
     retry_after = 2
 
 

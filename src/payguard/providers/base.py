@@ -33,7 +33,7 @@ class WebhookSignatureError(PayguardError):
     """A webhook's ``Stripe-Signature`` (or PhonePe callback ``Authorization``) is missing,
     malformed, wrong or outside the tolerance."""
 
-    status, code, title = 400, "INVALID_SIGNATURE", "Invalid webhook signature"
+    code, title = "INVALID_SIGNATURE", "Invalid webhook signature"
 
 
 @dataclass(frozen=True)

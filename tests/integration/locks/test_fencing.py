@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from payguard.api.problems import http_status
 from payguard.locks import StaleFencingToken
 from payguard.locks.fencing import advance_fence
 from payguard.store.uow import Database, UnitOfWork
@@ -66,7 +67,7 @@ async def test_paused_holder_cannot_overwrite_the_new_holders_work(lock_env: Loc
     resume.set()
     await task
     assert len(outcome) == 1
-    assert outcome[0].status == 409 and outcome[0].code == "STALE_FENCING_TOKEN"
+    assert outcome[0].code == "STALE_FENCING_TOKEN" and http_status(outcome[0]) == 409
     async with database.engine.connect() as conn:
         assert await _read(conn) == ("new holder's work", 1)
         await conn.rollback()

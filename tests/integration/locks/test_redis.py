@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from payguard.api.problems import http_status
 from payguard.errors import LockTimeout
 from payguard.locks import LockBackendUnavailable, LockService
 from payguard.locks.redis_backend import _EXTEND, RedisBackend
@@ -102,7 +103,7 @@ async def test_redis_down_is_a_fast_clear_error(redis_prefix: str) -> None:
         # with a Retry-After at the API.
         assert not isinstance(info.value, LockTimeout)
         assert info.value.code == "LOCK_TIMEOUT"
-        assert info.value.status == 503 and info.value.retry_after == 2
+        assert http_status(info.value) == 503 and info.value.retry_after == 2
         stats = await svc.stats()
         assert stats["health"] == "down" and stats["held"] == []
         assert stats["acquired_total"] == 0

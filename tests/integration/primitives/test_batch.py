@@ -162,7 +162,7 @@ async def _counts(uow: UnitOfWork) -> dict[str, int]:
 def _normal(result: WalletResult) -> Any:
     """A result with the values that differ between two runs (random ids, clock) blanked."""
     if isinstance(result, PayguardError):
-        return (result.status, result.code, result.detail, result.extra)
+        return (type(result), result.code, result.detail, result.extra)
     out = dict(result)
     for field in ("id", "created_at", "completed_at"):
         out.pop(field, None)

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, insert, select, update
 
-from payguard.api.problems import render_error
+from payguard.api.problems import render_error, render_problem
 from payguard.clock import utcnow
-from payguard.errors import RequestInProgress
+from payguard.errors import NotFound, PayguardError, RequestInProgress
 from payguard.idempotency import IdempotencyGuard, StoredResponse, store
 from payguard.idempotency.keys import fingerprint
 from payguard.store.schema import fences, idempotency_keys
@@ -95,6 +95,45 @@ async def test_a_lost_claim_rolls_back_its_effects(database: Database) -> None:
     with pytest.raises(RequestInProgress):
         await guard.execute(**args, effects=slow_effects)  # type: ignore[arg-type]
     assert await _count_effects(database) == 0
+
+
+def _failing(exc: Exception):  # type: ignore[no-untyped-def]
+    async def effects(_uow: UnitOfWork, _claim: object) -> StoredResponse:
+        raise exc
+    return effects
+
+
+async def _keys(db: Database) -> list[tuple[str, str, int | None]]:
+    async with db.read() as uow:
+        rows = await uow.conn.execute(select(idempotency_keys.c.key, idempotency_keys.c.state,
+                                             idempotency_keys.c.status_code))
+        return sorted((r.key, r.state, r.status_code) for r in rows)
+
+
+async def test_the_renderer_decides_between_a_stored_4xx_and_a_released_key(
+        database: Database) -> None:
+    """Errors carry no status: the guard asks the renderer it was given. The same error is
+    stored and replayed when the renderer makes it a 4xx, and gives the key back when the
+    renderer makes it a 5xx."""
+    as_4xx = _guard(database)  # the API's mapping: NOT_FOUND is 404
+    args = dict(principal="u1", method="POST", path="/x", body=b"{}")
+    stored = await as_4xx.execute(**args, key="k404",  # type: ignore[arg-type]
+                                  effects=_failing(NotFound("no such thing")))
+    assert stored.response.status == 404 and not stored.replayed
+    replay = await as_4xx.execute(**args, key="k404", effects=_effect("never"))  # type: ignore[arg-type]
+    assert replay.replayed and replay.response.body == stored.response.body
+
+    def as_503(exc: PayguardError) -> StoredResponse:
+        return render_problem(503, exc.code, exc.title, exc.detail)
+
+    as_5xx = IdempotencyGuard(database, ttl=3600, lock_timeout=60, render_error=as_503)
+    with pytest.raises(NotFound):
+        await as_5xx.execute(**args, key="k503",  # type: ignore[arg-type]
+                             effects=_failing(NotFound("no such thing")))
+    assert await _keys(database) == [("k404", "completed", 404)]  # k503 was given back
+    retried = await as_5xx.execute(**args, key="k503", effects=_effect("ran"))  # type: ignore[arg-type]
+    assert (retried.response.status, retried.replayed) == (201, False)
+    assert await _count_effects(database) == 1
 
 
 async def test_the_operation_kind_is_recorded_and_abandoned_keys_are_settled_once(

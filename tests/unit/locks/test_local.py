@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from payguard.api.problems import http_status
 from payguard.errors import LockNotOwned, LockTimeout
 from payguard.locks import LockService
 from payguard.locks.local import LocalBackend
@@ -51,7 +52,7 @@ async def test_try_lock_and_timed_wait_raise_lock_timeout_and_leave_nothing_behi
             await svc.acquire("k", wait=0)
         with pytest.raises(LockTimeout) as info:
             await svc.acquire("k", wait=0.05)
-        assert info.value.code == "LOCK_TIMEOUT" and info.value.status == 503
+        assert info.value.code == "LOCK_TIMEOUT" and http_status(info.value) == 503
         assert info.value.retry_after == 1
     assert svc.impl.key_count() == 0  # type: ignore[attr-defined]
     assert svc.counters.timeouts_total == 2

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from payguard.api.problems import http_status
 from payguard.config import load_settings
 from payguard.providers import StripeProvider, WebhookSignatureError
 from payguard.providers.simulator import sign_payload
@@ -68,7 +69,7 @@ def test_rejects_missing_bad_and_stale(provider: StripeProvider, header: str | N
             stale=now - 301, stale_sig=stripe_v1(PAYLOAD, SECRET, now - 301))
     with pytest.raises(WebhookSignatureError) as info:
         provider.construct_event(PAYLOAD, header)
-    assert (info.value.status, info.value.code) == (400, "INVALID_SIGNATURE")
+    assert (http_status(info.value), info.value.code) == (400, "INVALID_SIGNATURE")
 
 
 def test_rejects_a_tampered_body(provider: StripeProvider) -> None:

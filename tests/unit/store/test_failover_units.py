@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from payguard.api.problems import http_status
 from payguard.config import to_async_url
 from payguard.errors import CommitOutcomeUnknown, DatabaseUnavailable
 from payguard.race.durability import _objects, _same_answer
@@ -89,7 +90,7 @@ def test_an_application_error_raised_while_handling_a_socket_error_is_not_the_da
 
 
 def test_unknown_commit_outcome_is_a_503_that_must_not_be_replayed() -> None:
-    assert DatabaseUnavailable.status == CommitOutcomeUnknown.status == 503
+    assert http_status(DatabaseUnavailable()) == http_status(CommitOutcomeUnknown()) == 503
     assert DatabaseUnavailable.retry_after and CommitOutcomeUnknown.retry_after
     assert DatabaseUnavailable().nothing_committed is True
     assert CommitOutcomeUnknown().nothing_committed is False
