@@ -7,8 +7,6 @@ from the same bytes.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -16,9 +14,14 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from payguard.errors import PayguardError, ValidationFailed
-from payguard.idempotency import StoredResponse
+from payguard.fastapi.idempotency import to_response
 from payguard.idempotency.responses import dumps
-from payguard.problems import STATUS_BY_CODE, http_status
+from payguard.problems import PROBLEM_JSON, STATUS_BY_CODE, http_status
+
+# The service renders problems with the library's own functions (one encoding of
+# problem+json for both), under the names its modules have always used.
+from payguard.problems import problem as render_problem
+from payguard.problems import problem_details as render_error
 
 __all__ = [
     "PROBLEM_JSON",
@@ -31,7 +34,6 @@ __all__ = [
     "to_response",
 ]
 
-PROBLEM_JSON = "application/problem+json"
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 _HTTP_CODES = {
@@ -41,34 +43,6 @@ _HTTP_CODES = {
     405: ("METHOD_NOT_ALLOWED", "Method not allowed"),
     413: ("PAYLOAD_TOO_LARGE", "Payload too large"),
 }
-
-
-def render_problem(status: int, code: str, title: str, detail: str, *,
-                   retry_after: int | None = None,
-                   extra: dict[str, Any] | None = None) -> StoredResponse:
-    body: dict[str, Any] = {
-        "type": f"https://payguard.dev/problems/{code.lower().replace('_', '-')}",
-        "title": title, "status": status, "code": code, "detail": detail,
-    }
-    body.update({k: v for k, v in (extra or {}).items() if k not in body})
-    headers = {"content-type": PROBLEM_JSON}
-    if retry_after is not None:
-        headers["retry-after"] = str(retry_after)
-    return StoredResponse(status=status, body=dumps(body), headers=headers)
-
-
-def render_error(exc: PayguardError) -> StoredResponse:
-    return render_problem(http_status(exc), exc.code, exc.title, exc.detail,
-                          retry_after=exc.retry_after, extra=exc.extra)
-
-
-def to_response(stored: StoredResponse, *, replayed: bool = False) -> Response:
-    headers = {k: v for k, v in stored.headers.items() if k != "content-type"}
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
-    body = stored.body if replayed or stored.first_body is None else stored.first_body
-    return Response(content=body, status_code=stored.status, headers=headers,
-                    media_type=stored.headers.get("content-type", "application/json"))
 
 
 def problem_response(exc: PayguardError) -> Response:
