@@ -468,7 +468,7 @@ async def claim_many(conn: AsyncConnection, requests: list[KeyRequest], *, now: 
     # One multi-row statement (``store.prepared``), whatever the number of keys.
     inserted = await insert_rows(conn, idempotency_keys, values,
                                  returning=["id", "principal", "key"],
-                                 conflict="ON CONFLICT (principal, key) DO NOTHING")
+                                 skip_conflicts_on=["principal", "key"])
     for new_row in inserted:
         i = first[(new_row["principal"], new_row["key"])]
         results[i] = ClaimResult("claimed", Claim(int(new_row["id"]), owners[i], "started",

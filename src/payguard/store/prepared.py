@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Table, any_, bindparam, insert
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -153,22 +154,29 @@ _INSERT_SQL: dict[tuple[str, tuple[str, ...], tuple[str, ...], str], str] = {}
 
 
 async def insert_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], *,
-                      returning: Sequence[str] = (), conflict: str = "") -> Sequence[Row]:
+                      returning: Sequence[str] = (), skip_conflicts_on: Sequence[str] = ()
+                      ) -> Sequence[Row]:
     """A multi-row INSERT of ``rows`` (all with the same keys); the ``returning`` columns
-    of the inserted rows as mappings. ``conflict``: an ``ON CONFLICT ...`` clause (the same
-    SQL on both databases). On PostgreSQL one ``INSERT ... SELECT * FROM unnest(...)``
-    whatever the number of rows; elsewhere SQLAlchemy's executemany."""
+    of the inserted rows as mappings. ``skip_conflicts_on``: the columns of a unique index;
+    a row that would violate it is skipped (``ON CONFLICT (...) DO NOTHING``). On
+    PostgreSQL one ``INSERT ... SELECT * FROM unnest(...)`` whatever the number of rows;
+    elsewhere SQLAlchemy's executemany."""
     if not rows:
         return []
     columns = tuple(rows[0])
     if not is_postgresql(conn):
-        stmt: Any = _sqlite_insert_with_conflict(table, conflict) if conflict else insert(table)
+        stmt: Any = insert(table)
+        if skip_conflicts_on:
+            stmt = sqlite.insert(table).on_conflict_do_nothing(
+                index_elements=[table.c[c] for c in skip_conflicts_on])
         if returning:
             stmt = stmt.returning(*(table.c[c] for c in returning))
             result = await conn.execute(stmt, rows)
             return [dict(r._mapping) for r in result]
         await conn.execute(stmt, rows)
         return []
+    conflict = (f"ON CONFLICT ({', '.join(skip_conflicts_on)}) DO NOTHING"
+                if skip_conflicts_on else "")
     key = (table.name, columns, tuple(returning), conflict)
     sql = _INSERT_SQL.get(key)
     if sql is None:
@@ -227,17 +235,6 @@ async def insert_rows_then(conn: AsyncConnection, first: Table, first_rows: list
         return found
     await pg.execute(sql, *args)
     return []
-
-
-def _sqlite_insert_with_conflict(table: Table, conflict: str) -> Any:
-    from sqlalchemy.dialects import sqlite
-
-    stmt = sqlite.insert(table)
-    if conflict.strip().upper().endswith("DO NOTHING"):
-        target = conflict[conflict.index("(") + 1:conflict.index(")")]
-        return stmt.on_conflict_do_nothing(
-            index_elements=[table.c[c.strip()] for c in target.split(",")])
-    raise ValueError(f"unsupported conflict clause for SQLite: {conflict!r}")
 
 
 async def pg_fetch(conn: AsyncConnection, sql: str, *args: Any) -> Sequence[Row]:
